@@ -1,0 +1,22 @@
+"""The adapter family: every parameter-efficient module of every paper, injected by name."""
+from mmsam.adapters.base import AdapterConfig, AdapterLayer
+from mmsam.adapters.inject import (
+    adapter_layers,
+    create_adapter_config,
+    inject_adapters,
+    list_adapters,
+    merge_adapters,
+    register_adapter,
+    target_module_names,
+    unmerge_adapters,
+)
+from mmsam.adapters.layout import ModalityLayout, current_layout, modality_layout
+from mmsam.adapters.lora import LoRAConfig, LoRALinear
+
+register_adapter("lora", config_cls=LoRAConfig, layer_cls=LoRALinear)
+
+__all__ = [
+    "AdapterConfig", "AdapterLayer", "LoRAConfig", "LoRALinear", "ModalityLayout",
+    "adapter_layers", "create_adapter_config", "current_layout", "inject_adapters", "list_adapters",
+    "merge_adapters", "modality_layout", "register_adapter", "target_module_names", "unmerge_adapters",
+]

@@ -1,0 +1,64 @@
+"""The contract every adapter layer follows (after PEFT's ``BaseTunerLayer``)."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+
+@dataclass
+class AdapterConfig:
+    """Where to inject an adapter: PEFT-style module-name matching.
+
+    Args:
+        target_modules: a regex matched against the full module name (``re.fullmatch``),
+            or a list of names matched exactly or as a dotted suffix (``"attn.qkv"``).
+        exclude_modules: same forms; a module matching it is never adapted.
+        blocks: only adapt modules inside these block indices (``blocks.<i>.``); ``None`` = all.
+    """
+
+    target_modules: str | list[str] = field(default_factory=lambda: ["attn.qkv"])
+    exclude_modules: str | list[str] | None = None
+    blocks: list[int] | None = None
+    adapter_type: str = field(default="", init=False)
+
+
+class AdapterLayer(nn.Module):
+    """A module wrapping a frozen ``base_layer`` and adding a trainable path.
+
+    Subclasses list their trainable sub-module names in ``adapter_layer_names``; those that can
+    fold into the base weight set ``supports_merge = True`` and implement ``get_delta_weight``.
+    """
+
+    adapter_layer_names: tuple[str, ...] = ()
+    supports_merge: bool = False
+
+    def __init__(self, base_layer: nn.Module) -> None:
+        super().__init__()
+        self.base_layer = base_layer
+        self.merged = False
+        for p in base_layer.parameters():
+            p.requires_grad_(False)
+
+    def adapter_parameters(self) -> list[nn.Parameter]:
+        return [p for n in self.adapter_layer_names for p in getattr(self, n).parameters()]
+
+    def get_delta_weight(self) -> torch.Tensor:
+        raise NotImplementedError(f"{type(self).__name__} cannot be merged into its base layer")
+
+    @torch.no_grad()
+    def merge(self) -> None:
+        """Fold the adapter into the base weight (zero inference overhead)."""
+        if not self.supports_merge:
+            raise NotImplementedError(f"{type(self).__name__} cannot be merged into its base layer")
+        if not self.merged:
+            self.base_layer.weight += self.get_delta_weight().to(self.base_layer.weight.dtype)
+            self.merged = True
+
+    @torch.no_grad()
+    def unmerge(self) -> None:
+        """Undo :meth:`merge`, restoring the frozen base weight."""
+        if self.merged:
+            self.base_layer.weight -= self.get_delta_weight().to(self.base_layer.weight.dtype)
+            self.merged = False

@@ -1,0 +1,107 @@
+"""LoRA (Hu et al., 2021) on a frozen ``nn.Linear``, with optional q/k/v slices of a fused qkv.
+
+Written here rather than taken from PEFT because SAM and SAM 2 both fuse attention into one
+``qkv`` Linear and the SAM-based papers adapt only its q and v slices (MemorySAM's
+``LoRA_Sam``, MLE-SAM Eq. 5; ``../shared/reference/memorysam.md`` §2), which PEFT's
+``target_modules`` cannot express, and because later adapters of this family (per-modality
+experts) share this layer's contract and read the batch's modality layout.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from mmsam.adapters.base import AdapterConfig, AdapterLayer
+
+_PARTS = ("q", "k", "v")
+
+
+@dataclass
+class LoRAConfig(AdapterConfig):
+    """LoRA hyper-parameters.
+
+    Args:
+        r: rank of the update.
+        alpha: scaling numerator; the update is scaled by ``alpha / r``. ``None`` means scale 1
+            (MemorySAM's code has no alpha).
+        dropout: dropout on the LoRA input path.
+        parts: for a fused qkv Linear, which thirds of the output get an update
+            (``["q", "v"]`` as in the SAM-LoRA papers); ``None`` adapts the whole output.
+    """
+
+    r: int = 4
+    alpha: float | None = None
+    dropout: float = 0.0
+    parts: list[str] | None = None
+
+    def __post_init__(self) -> None:
+        self.adapter_type = "lora"
+        if self.r < 1:
+            raise ValueError(f"LoRA rank r must be >= 1, got {self.r}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"LoRA dropout must be in [0, 1), got {self.dropout}")
+        if self.parts is not None:
+            bad = [p for p in self.parts if p not in _PARTS]
+            if bad or not self.parts:
+                raise ValueError(f"LoRA parts must be a non-empty subset of {_PARTS}, got {self.parts}")
+
+    @property
+    def scaling(self) -> float:
+        return 1.0 if self.alpha is None else self.alpha / self.r
+
+
+def _slices(out_features: int, parts: list[str] | None) -> list[slice]:
+    if parts is None:
+        return [slice(0, out_features)]
+    if out_features % 3:
+        raise ValueError(f"parts={parts} needs a fused qkv Linear, but out_features={out_features} is not divisible by 3")
+    d = out_features // 3
+    return [slice(_PARTS.index(p) * d, (_PARTS.index(p) + 1) * d) for p in parts]
+
+
+class LoRALinear(AdapterLayer):
+    """``y = W x + b + s · B A x`` on each chosen output slice; ``B`` starts at zero."""
+
+    adapter_layer_names = ("lora_A", "lora_B")
+    supports_merge = True
+
+    def __init__(self, base_layer: nn.Linear, config: LoRAConfig) -> None:
+        super().__init__(base_layer)
+        self.slices = _slices(base_layer.out_features, config.parts)
+        self.scaling = config.scaling
+        self.r = config.r
+        self.dropout = nn.Dropout(config.dropout) if config.dropout > 0 else nn.Identity()
+        self.lora_A = nn.ModuleList(nn.Linear(base_layer.in_features, config.r, bias=False) for _ in self.slices)
+        self.lora_B = nn.ModuleList(nn.Linear(config.r, s.stop - s.start, bias=False) for s in self.slices)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        for a, b in zip(self.lora_A, self.lora_B):
+            nn.init.kaiming_uniform_(a.weight, a=math.sqrt(5))
+            nn.init.zeros_(b.weight)
+
+    def delta(self, x: torch.Tensor) -> torch.Tensor:
+        """The low-rank update for input ``x`` (shape ``(..., out_features)``)."""
+        h = self.dropout(x)
+        pieces = [b(a(h)) * self.scaling for a, b in zip(self.lora_A, self.lora_B)]
+        if len(self.slices) == 1 and self.slices[0].stop - self.slices[0].start == self.base_layer.out_features:
+            return pieces[0]
+        out = x.new_zeros(*x.shape[:-1], self.base_layer.out_features)
+        for s, p in zip(self.slices, pieces):
+            out[..., s] = p
+        return out
+
+    def get_delta_weight(self) -> torch.Tensor:
+        w = torch.zeros_like(self.base_layer.weight)
+        for s, a, b in zip(self.slices, self.lora_A, self.lora_B):
+            w[s] = (b.weight @ a.weight) * self.scaling
+        return w
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.base_layer(x)
+        if self.merged:
+            return y
+        return y + self.delta(x)

@@ -1,0 +1,155 @@
+"""``mmsam`` command line: LightningCLI for fit/validate/test/predict plus ``data`` and ``info``.
+
+    mmsam fit --config configs/demo/sam_lora_synthetic.yaml
+    mmsam test --config ... --ckpt_path runs/demo/checkpoints/last.ckpt
+    mmsam info --config ...            # trainable / frozen parameters per group
+    mmsam data synth --root data/synthetic_deliver
+"""
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from mmsam.errors import MMSamError
+
+
+def _loggers(root: Path) -> list[Any]:
+    """CSV always; TensorBoard too when it is installed."""
+    from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+
+    loggers: list[Any] = [CSVLogger(save_dir=str(root), name="logs")]
+    if importlib.util.find_spec("tensorboard") is not None or importlib.util.find_spec("tensorboardX") is not None:
+        loggers.append(TensorBoardLogger(save_dir=str(root), name="tensorboard"))
+    return loggers
+
+
+def _make_cli_class() -> type:
+    from lightning.pytorch.callbacks import ModelCheckpoint
+    from lightning.pytorch.cli import LightningCLI
+
+    from mmsam.data.datamodule import MultiModalDataModule
+    from mmsam.engine import ColorMaskWriter, SegmentationTask
+
+    class SegmentationCLI(LightningCLI):
+        """LightningCLI with the data module's facts linked into the task."""
+
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            kwargs.setdefault("save_config_kwargs", {"overwrite": True})
+            super().__init__(SegmentationTask, MultiModalDataModule, *args, **kwargs)
+
+        def add_arguments_to_parser(self, parser: Any) -> None:
+            parser.add_lightning_class_args(ColorMaskWriter, "predict_writer")
+            parser.add_argument("--test_after_fit", type=bool, default=True, help="run the test split with the best checkpoint after fit")
+            for src, dst in (
+                ("data.num_classes", "model.num_classes"),
+                ("data.modalities", "model.modalities"),
+                ("data.class_names", "model.class_names"),
+                ("data.ignore_index", "model.ignore_index"),
+                ("data.palette", "predict_writer.palette"),
+            ):
+                parser.link_arguments(src, dst, apply_on="instantiate")
+
+        def instantiate_trainer(self, **kwargs: Any) -> Any:
+            cfg = self._get(self.config_init, "trainer", default={})
+            root = Path(cfg.get("default_root_dir") or os.getcwd())
+            if cfg.get("logger") in (None, True):
+                kwargs["logger"] = _loggers(root)
+            callbacks = list(cfg.get("callbacks") or [])
+            if cfg.get("enable_checkpointing", True) is not False and not any(isinstance(c, ModelCheckpoint) for c in callbacks):
+                callbacks.append(
+                    ModelCheckpoint(
+                        dirpath=str(root / "checkpoints"),
+                        filename="epoch{epoch:03d}-miou{val/mIoU:.2f}",
+                        auto_insert_metric_name=False,
+                        monitor="val/mIoU",
+                        mode="max",
+                        save_last=True,
+                    )
+                )
+                kwargs["callbacks"] = callbacks
+            return super().instantiate_trainer(**kwargs)
+
+        def after_fit(self) -> None:
+            if not self._get(self.config, "test_after_fit", default=True) or self.trainer.interrupted:
+                return
+            ckpt = "best" if self.trainer.checkpoint_callback and self.trainer.checkpoint_callback.best_model_path else None
+            self.trainer.test(self.model, datamodule=self.datamodule, ckpt_path=ckpt)
+
+    return SegmentationCLI
+
+
+def lightning_main(args: list[str] | None = None, **kwargs: Any) -> Any:
+    """Run the LightningCLI (``fit``/``validate``/``test``/``predict``)."""
+    return _make_cli_class()(args=args, **kwargs)
+
+
+def count_parameters(model: Any) -> dict[str, int]:
+    """Trainable parameters per group, their total, and the frozen total (exact integers)."""
+    groups = model.method.param_groups()
+    seen: set[int] = set()
+    counts: dict[str, int] = {}
+    for name, params in groups.items():
+        counts[name] = sum(p.numel() for p in params if id(p) not in seen and not seen.add(id(p)))
+    counts["trainable"] = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    counts["frozen"] = sum(p.numel() for p in model.parameters() if not p.requires_grad)
+    grouped = sum(v for k, v in counts.items() if k not in ("trainable", "frozen"))
+    if grouped != counts["trainable"]:
+        raise RuntimeError(f"param_groups() covers {grouped} trainable parameters but the model has {counts['trainable']}")
+    return counts
+
+
+def _info(argv: list[str]) -> int:
+    p = argparse.ArgumentParser(prog="mmsam info", description="Build the model of a config and print its parameters per group.")
+    p.add_argument("--config", required=True, help="the YAML config used for fit")
+    ns, rest = p.parse_known_args(argv)
+    cli = lightning_main(["--config", ns.config, *rest], run=False)
+    counts = count_parameters(cli.model)
+    method = cli.model.method
+    print(f"method: {type(method).__name__}   modalities: {', '.join(method.modalities)}   classes: {method.num_classes}")
+    width = max(len(k) for k in counts)
+    for key, value in counts.items():
+        print(f"{key:<{width}}  {value:>13,d}  ({value})")
+    return 0
+
+
+def _data(argv: list[str]) -> int:
+    p = argparse.ArgumentParser(prog="mmsam data", description="Data-set utilities.")
+    sub = p.add_subparsers(dest="cmd", required=True)
+    s = sub.add_parser("synth", help="write the synthetic multi-modal data set (DELIVER layout)")
+    s.add_argument("--root", default="data/synthetic_deliver")
+    s.add_argument("--num-train", type=int, default=160)
+    s.add_argument("--num-val", type=int, default=40)
+    s.add_argument("--num-test", type=int, default=40)
+    s.add_argument("--size", type=int, default=128, help="image side in pixels")
+    s.add_argument("--seed", type=int, default=0)
+    ns = p.parse_args(argv)
+    from mmsam.data.synthetic.deliver import generate_deliver
+
+    summary = generate_deliver(ns.root, num_train=ns.num_train, num_val=ns.num_val, num_test=ns.num_test, size=ns.size, seed=ns.seed)
+    print(f"wrote the synthetic DELIVER-layout data set to {ns.root}: {summary}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        if argv and argv[0] == "data":
+            return _data(argv[1:])
+        if argv and argv[0] == "info":
+            return _info(argv[1:])
+        lightning_main(argv)
+        return 0
+    except MMSamError as e:
+        msg = str(e).strip()
+        if "Original Traceback" in msg:  # raised in a DataLoader worker: keep the error's own line
+            msg = msg.splitlines()[-1].split(": ", 1)[-1]
+        print(f"mmsam: error: {msg}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

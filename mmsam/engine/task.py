@@ -1,0 +1,181 @@
+"""The LightningModule: losses, optimiser, schedule and metrics around any method."""
+from __future__ import annotations
+
+from typing import Any, Callable, Literal, Sequence
+
+import lightning.pytorch as pl
+import torch
+from lightning.pytorch.utilities import rank_zero_info
+from torch import nn
+
+from mmsam.engine.schedule import warmup_poly
+from mmsam.losses import build_loss
+from mmsam.metrics import SegmentationMetrics
+
+MethodFactory = Callable[[int, Sequence[str]], nn.Module]
+
+
+def subset_key(names: Sequence[str]) -> str:
+    return "+".join(names)
+
+
+class SegmentationTask(pl.LightningModule):
+    """Trains and evaluates a segmentation method (``mmsam.methods``).
+
+    Args:
+        method: the method, given in YAML as ``class_path`` + ``init_args``; it is called with
+            ``(num_classes, modalities)`` taken from the data module.
+        num_classes, modalities, class_names: filled from the data module by the CLI.
+        loss: ``"ohem"`` (OHEM cross-entropy, thresh ``ohem_thresh``; the papers' loss) or ``"ce"``.
+        aux_weight: weight of auxiliary-head losses a method returns under ``"aux"``.
+        lr, weight_decay: AdamW.
+        warmup_epochs, warmup_ratio, poly_power: linear warm-up from ``warmup_ratio·lr``, then
+            poly decay, stepped per iteration (MemorySAM / CMNeXt recipe).
+        absent_classes: ``"zero"`` (reference protocol) or ``"skip"``; see ``SegmentationMetrics``.
+        eval_modality_subsets: extra subsets evaluated in validate/test, e.g. ``[["rgb"], ["rgb", "depth"]]``
+            (the others are removed from the batch, as when those sensors fail).
+    """
+
+    def __init__(
+        self,
+        method: MethodFactory,
+        *,
+        num_classes: int = 0,
+        modalities: list[str] | None = None,
+        class_names: list[str] | None = None,
+        ignore_index: int = 255,
+        loss: Literal["ohem", "ce"] = "ohem",
+        ohem_thresh: float = 0.7,
+        aux_weight: float = 0.4,
+        lr: float = 6e-4,
+        weight_decay: float = 0.01,
+        warmup_epochs: float = 10.0,
+        warmup_ratio: float = 0.1,
+        poly_power: float = 0.9,
+        absent_classes: Literal["zero", "skip"] = "zero",
+        eval_modality_subsets: list[list[str]] | None = None,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters(ignore=["method"])
+        modalities = list(modalities or [])
+        self.method = method(num_classes, modalities) if callable(method) and not isinstance(method, nn.Module) else method
+        self.num_classes = num_classes
+        self.modalities = modalities or list(getattr(self.method, "modalities", []))
+        self.class_names = class_names or [str(i) for i in range(num_classes)]
+        self.loss_fn = build_loss(loss, ignore_index=ignore_index, ohem_thresh=ohem_thresh)
+        subsets = [list(self.modalities)] + [list(s) for s in (eval_modality_subsets or [])]
+        for s in subsets[1:]:
+            bad = sorted(set(s) - set(self.modalities))
+            if bad or not s:
+                from mmsam.errors import ConfigError
+
+                raise ConfigError(f"eval_modality_subsets entry {s} must be a non-empty subset of {self.modalities}")
+        self.subsets = [s for i, s in enumerate(subsets) if s not in subsets[:i]]
+        self.metrics = nn.ModuleDict(
+            {
+                f"{stage}_{i}": SegmentationMetrics(num_classes, ignore_index=ignore_index, absent_classes=absent_classes)
+                for stage in ("val", "test")
+                for i in range(len(self.subsets))
+            }
+        )
+
+    # ---- forward -----------------------------------------------------------------------
+    def forward(self, batch: dict[str, Any]) -> dict[str, Any]:
+        return self.method(batch)
+
+    # ---- steps -------------------------------------------------------------------------
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
+        out = self.method(batch)
+        label = batch["label"]
+        loss = self.loss_fn(out["logits"], label)
+        self.log("train/loss_main", loss, batch_size=label.shape[0])
+        for name, aux in (out.get("aux") or {}).items():
+            aux_loss = self.loss_fn(aux, label)
+            self.log(f"train/loss_aux_{name}", aux_loss, batch_size=label.shape[0])
+            loss = loss + self.hparams.aux_weight * aux_loss
+        for name, extra in (out.get("losses") or {}).items():
+            self.log(f"train/loss_{name}", extra, batch_size=label.shape[0])
+            loss = loss + extra
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"training loss became {loss.item()} at step {self.global_step}; lower the lr or check the inputs")
+        self.log("train/loss", loss, prog_bar=True, batch_size=label.shape[0])
+        return loss
+
+    def _eval_step(self, stage: str, batch: dict[str, Any]) -> None:
+        for i, subset in enumerate(self.subsets):
+            logits = self.method(_restrict(batch, subset))["logits"]
+            self.metrics[f"{stage}_{i}"].update(logits, batch["label"])
+
+    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        self._eval_step("val", batch)
+
+    def test_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        self._eval_step("test", batch)
+
+    def predict_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, Any]:
+        logits = self.method(batch)["logits"]
+        return {"pred": logits.argmax(1).to(torch.uint8).cpu(), "id": batch["meta"]["id"]}
+
+    def on_validation_epoch_end(self) -> None:
+        self._log_epoch("val")
+
+    def on_test_epoch_end(self) -> None:
+        self._log_epoch("test")
+
+    # ---- optimisation ------------------------------------------------------------------
+    def configure_optimizers(self) -> Any:
+        groups = self.method.param_groups()
+        params = [{"params": ps, "name": name} for name, ps in groups.items() if ps]
+        opt = torch.optim.AdamW(params, lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
+        total = int(self.trainer.estimated_stepping_batches)
+        epochs = self.trainer.max_epochs if self.trainer.max_epochs and self.trainer.max_epochs > 0 else None
+        per_epoch = total / epochs if epochs else total
+        sched = warmup_poly(
+            opt,
+            total_steps=total,
+            warmup_steps=int(self.hparams.warmup_epochs * per_epoch) if epochs else int(0.05 * total),
+            warmup_ratio=self.hparams.warmup_ratio,
+            power=self.hparams.poly_power,
+        )
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+    # ---- helpers -----------------------------------------------------------------------
+    def _log_epoch(self, stage: str) -> None:
+        for i, subset in enumerate(self.subsets):
+            metric = self.metrics[f"{stage}_{i}"]
+            if metric.confmat.sum() == 0 and not self.trainer.sanity_checking:
+                metric.reset()
+                continue
+            scores = metric.compute()
+            metric.reset()
+            suffix = "" if i == 0 else f"@{subset_key(subset)}"
+            for key in ("mIoU", "OA", "mAcc", "mF1"):
+                self.log(f"{stage}/{key}{suffix}", scores[key] * 100, prog_bar=(key == "mIoU" and i == 0), sync_dist=False)
+            if not self.trainer.sanity_checking:
+                rank_zero_info(format_table(stage, subset, scores, self.class_names))
+
+
+def _restrict(batch: dict[str, Any], subset: Sequence[str]) -> dict[str, Any]:
+    """The batch as if only ``subset`` of its modalities had been captured."""
+    if set(subset) >= set(batch["modalities"]):
+        return batch
+    keep = [m for m in batch["modalities"] if m in subset]
+    return {
+        **batch,
+        "modalities": {m: batch["modalities"][m] for m in keep},
+        "present": {m: batch["present"][m] for m in keep if m in batch.get("present", {})},
+    }
+
+
+def format_table(stage: str, subset: Sequence[str], scores: dict[str, torch.Tensor], class_names: Sequence[str]) -> str:
+    """A per-class IoU / F1 table followed by the summary scores, in percent."""
+    width = max(12, *(len(n) for n in class_names))
+    lines = [f"\n[{stage}] modalities: {', '.join(subset)}", f"{'class':<{width}}  {'IoU':>6}  {'F1':>6}  {'Acc':>6}"]
+    for name, iou, f1, acc in zip(class_names, scores["IoU"], scores["F1"], scores["Acc"]):
+        fmt = lambda v: "   n/a" if torch.isnan(v) else f"{100 * float(v):6.2f}"  # noqa: E731
+        lines.append(f"{name:<{width}}  {fmt(iou)}  {fmt(f1)}  {fmt(acc)}")
+    lines.append(
+        f"{'mIoU':<{width}}  {100 * float(scores['mIoU']):6.2f}   OA {100 * float(scores['OA']):.2f}"
+        f"   mAcc {100 * float(scores['mAcc']):.2f}   mF1 {100 * float(scores['mF1']):.2f}"
+    )
+    return "\n".join(lines)

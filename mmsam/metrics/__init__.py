@@ -1,0 +1,3 @@
+from mmsam.metrics.segmentation import SegmentationMetrics
+
+__all__ = ["SegmentationMetrics"]

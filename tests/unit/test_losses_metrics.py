@@ -1,0 +1,75 @@
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from mmsam.engine.schedule import warmup_poly
+from mmsam.errors import ConfigError
+from mmsam.losses import OhemCrossEntropy, build_loss
+from mmsam.metrics import SegmentationMetrics
+
+
+def test_ohem_keeps_hard_pixels_and_ignores_255():
+    torch.manual_seed(0)
+    logits = torch.randn(2, 4, 8, 8)
+    labels = torch.randint(0, 4, (2, 8, 8))
+    labels[0, :2] = 255
+    loss = OhemCrossEntropy(thresh=0.7)(logits, labels)
+    per = F.cross_entropy(logits, labels, ignore_index=255, reduction="none")[labels != 255]
+    hard = per[per > -math.log(0.7)]
+    expected = hard.mean() if hard.numel() >= per.numel() // 16 else per.topk(per.numel() // 16).values.mean()
+    assert torch.allclose(loss, expected)
+    assert loss > F.cross_entropy(logits, labels, ignore_index=255)
+
+
+def test_ohem_min_kept_when_everything_is_easy():
+    labels = torch.zeros(1, 4, 8, dtype=torch.long)
+    logits = torch.zeros(1, 3, 4, 8)
+    logits[:, 0] = 10.0  # all pixels confidently right
+    logits[0, 0, 0, 0] = -10.0  # one hard pixel
+    loss = OhemCrossEntropy(thresh=0.7)(logits, labels)
+    per = F.cross_entropy(logits, labels, reduction="none").flatten()
+    assert torch.allclose(loss, per.topk(32 // 16).values.mean())
+
+
+def test_ohem_all_ignored_is_zero_with_grad():
+    logits = torch.randn(1, 3, 4, 4, requires_grad=True)
+    loss = OhemCrossEntropy()(logits, torch.full((1, 4, 4), 255))
+    loss.backward()
+    assert loss.item() == 0.0
+
+
+def test_build_loss_unknown():
+    with pytest.raises(ConfigError):
+        build_loss("dice")
+
+
+def test_metrics_from_confusion_matrix():
+    target = torch.tensor([[0, 0, 1, 1, 2, 255]])
+    pred = torch.tensor([[0, 1, 1, 1, 0, 2]])
+    m = SegmentationMetrics(4, absent_classes="zero")
+    m.update(pred, target)
+    s = m.compute()
+    # class 0: tp1 fp1 fn1 -> IoU 1/3; class 1: tp2 fp1 -> 2/3; class 2: tp0 fn1 -> 0; class 3 absent -> nan
+    assert torch.allclose(s["IoU"][:3], torch.tensor([1 / 3, 2 / 3, 0.0]))
+    assert torch.isnan(s["IoU"][3])
+    assert torch.isclose(s["mIoU"], torch.tensor((1 / 3 + 2 / 3) / 4))
+    assert torch.isclose(s["OA"], torch.tensor(3 / 5))
+    assert torch.allclose(s["F1"][:3], torch.tensor([0.5, 0.8, 0.0]))
+    skip = SegmentationMetrics(4, absent_classes="skip")
+    skip.update(F.one_hot(pred.clamp(max=3), 4).permute(0, 2, 1).float().unsqueeze(-1).squeeze(-1).reshape(1, 4, 1, 6), target.reshape(1, 1, 6))
+    assert torch.isclose(skip.compute()["mIoU"], torch.tensor(1 / 3))
+
+
+def test_warmup_poly_schedule():
+    opt = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=1.0)
+    sched = warmup_poly(opt, total_steps=100, warmup_steps=10, warmup_ratio=0.1, power=0.9)
+    lrs = []
+    for _ in range(100):
+        lrs.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    assert lrs[0] == pytest.approx(0.1) and lrs[10] == pytest.approx(1.0)
+    assert all(a < b for a, b in zip(lrs[:10], lrs[1:11]))
+    assert all(a > b for a, b in zip(lrs[10:99], lrs[11:100])) and lrs[-1] < 0.05
