@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from mmsam.errors import MMSamError
+from mmsam.errors import CheckpointError, MMSamError
 
 
 def _loggers(root: Path) -> list[Any]:
@@ -72,6 +72,15 @@ def _make_cli_class() -> type:
                 )
                 kwargs["callbacks"] = callbacks
             return super().instantiate_trainer(**kwargs)
+
+        def _run_subcommand(self, subcommand: str) -> None:
+            ckpt = self._get(self.config, "ckpt_path", default=None)
+            if ckpt and ckpt not in ("last", "best", "hpc", "registry") and not Path(ckpt).is_file():
+                raise CheckpointError(f"{ckpt}: checkpoint file not found")
+            try:
+                super()._run_subcommand(subcommand)
+            except CheckpointError as e:
+                raise CheckpointError(f"{ckpt}: {e}" if ckpt else str(e)) from None
 
         def after_fit(self) -> None:
             if not self._get(self.config, "test_after_fit", default=True) or self.trainer.interrupted:

@@ -9,6 +9,7 @@ from lightning.pytorch.utilities import rank_zero_info
 from torch import nn
 
 from mmsam.engine.schedule import warmup_poly
+from mmsam.errors import CheckpointError, ConfigError
 from mmsam.losses import build_loss
 from mmsam.metrics import SegmentationMetrics
 
@@ -67,8 +68,6 @@ class SegmentationTask(pl.LightningModule):
         for s in subsets[1:]:
             bad = sorted(set(s) - set(self.modalities))
             if bad or not s:
-                from mmsam.errors import ConfigError
-
                 raise ConfigError(f"eval_modality_subsets entry {s} must be a non-empty subset of {self.modalities}")
         self.subsets = [s for i, s in enumerate(subsets) if s not in subsets[:i]]
         self.metrics = nn.ModuleDict(
@@ -139,6 +138,22 @@ class SegmentationTask(pl.LightningModule):
         )
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
+    # ---- checkpoints -------------------------------------------------------------------
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Refuse a checkpoint of another model with one message instead of torch's key dump."""
+        state = checkpoint.get("state_dict")
+        if state is None:
+            raise CheckpointError("the checkpoint has no 'state_dict': it is not a Lightning checkpoint of mmsam")
+        own = self.state_dict()
+        missing = sorted(set(own) - set(state))
+        unexpected = sorted(set(state) - set(own))
+        shapes = [f"{k}: file {tuple(state[k].shape)} vs model {tuple(own[k].shape)}" for k in own.keys() & state.keys() if state[k].shape != own[k].shape]
+        if missing or unexpected or shapes:
+            raise CheckpointError(
+                "the checkpoint does not fit this model (was it trained with another method, backbone, "
+                f"class count or modalities?): {_few(missing, 'missing')}{_few(unexpected, 'unexpected')}{_few(sorted(shapes), 'shape mismatches')}".rstrip("; ")
+            )
+
     # ---- helpers -----------------------------------------------------------------------
     def _log_epoch(self, stage: str) -> None:
         for i, subset in enumerate(self.subsets):
@@ -153,6 +168,13 @@ class SegmentationTask(pl.LightningModule):
                 self.log(f"{stage}/{key}{suffix}", scores[key] * 100, prog_bar=(key == "mIoU" and i == 0), sync_dist=False)
             if not self.trainer.sanity_checking:
                 rank_zero_info(format_table(stage, subset, scores, self.class_names))
+
+
+def _few(items: list[str], what: str, n: int = 8) -> str:
+    if not items:
+        return ""
+    more = f" … and {len(items) - n} more" if len(items) > n else ""
+    return f"{len(items)} {what} key(s) [{', '.join(items[:n])}{more}]; "
 
 
 def _restrict(batch: dict[str, Any], subset: Sequence[str]) -> dict[str, Any]:

@@ -130,3 +130,37 @@ def test_modality_layout_is_scoped():
         with pytest.raises(RuntimeError):
             lay.split(torch.arange(5))
     assert current_layout() is None
+
+
+def test_adapter_file_roundtrip_and_mismatch(tmp_path):
+    from mmsam.adapters.io import load_trainable, read_metadata, save_trainable
+    from mmsam.errors import CheckpointError
+
+    torch.manual_seed(0)
+    net = Net()
+    net.requires_grad_(False)
+    inject_adapters(net, LoRAConfig(r=2))
+    for m in net.modules():
+        if isinstance(m, LoRALinear):
+            for b in m.lora_B:
+                nn.init.normal_(b.weight)
+    path = tmp_path / "a.safetensors"
+    n = save_trainable(net, path, config={"backbone": "x", "sha256": "abc"})
+    assert n == sum(p.numel() for p in net.parameters() if p.requires_grad)
+    assert read_metadata(path) == {"backbone": "x", "sha256": "abc"}
+    other = Net()
+    other.load_state_dict({k.replace(".base_layer", ""): v for k, v in net.state_dict().items() if "lora_" not in k})
+    other.requires_grad_(False)
+    inject_adapters(other, LoRAConfig(r=2))
+    x = torch.randn(2, 8)
+    assert not torch.allclose(other(x), net(x))
+    load_trainable(other, path)
+    assert torch.allclose(other(x), net(x))
+    wrong = Net()
+    wrong.requires_grad_(False)
+    inject_adapters(wrong, LoRAConfig(r=3))
+    with pytest.raises(CheckpointError, match="a.safetensors.*shape mismatches"):
+        load_trainable(wrong, path)
+    (tmp_path / "bad.safetensors").write_bytes(b"garbage")
+    with pytest.raises(CheckpointError, match="bad.safetensors"):
+        load_trainable(other, tmp_path / "bad.safetensors")

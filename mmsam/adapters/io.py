@@ -1,0 +1,80 @@
+"""Adapter-only files: the trainable tensors of a model in safetensors, with their config.
+
+Like PEFT's ``save_pretrained``: only what training changed (adapters, fusion, heads — the
+``modules_to_save`` idea) is written, a few MB instead of the frozen backbone's hundreds, and
+the metadata names the base checkpoint (and its SHA-256) the adapters belong to.
+"""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from mmsam.errors import CheckpointError
+
+FORMAT = "mmsam-adapters/1"
+
+
+def trainable_state_dict(module: nn.Module) -> dict[str, Any]:
+    """The trainable parameters of ``module`` by name (detached, contiguous, on CPU)."""
+    return {n: p.detach().cpu().contiguous() for n, p in module.named_parameters() if p.requires_grad}
+
+
+def save_trainable(module: nn.Module, path: str | Path, *, config: dict[str, Any] | None = None) -> int:
+    """Write ``module``'s trainable tensors to ``path`` atomically; returns the element count."""
+    path = Path(path)
+    state = trainable_state_dict(module)
+    if not state:
+        raise CheckpointError(f"{path}: the model has no trainable parameters to save")
+    meta = {"format": FORMAT, "config": json.dumps(config or {}, sort_keys=True, default=str)}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
+    os.close(fd)
+    try:
+        save_file(state, tmp, metadata=meta)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return sum(t.numel() for t in state.values())
+
+
+def read_metadata(path: str | Path) -> dict[str, Any]:
+    """The config stored with an adapter file."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+    except (OSError, SafetensorError) as e:
+        raise CheckpointError(f"{path}: not a readable safetensors file ({e})") from None
+    if meta.get("format") != FORMAT:
+        raise CheckpointError(f"{path}: not an mmsam adapter file (format {meta.get('format')!r})")
+    return json.loads(meta.get("config", "{}"))
+
+
+def load_trainable(module: nn.Module, path: str | Path) -> dict[str, Any]:
+    """Load an adapter file into ``module`` (strict on names and shapes); returns its config."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: adapter file not found")
+    config = read_metadata(path)
+    state = load_file(str(path))
+    own = dict(module.named_parameters())
+    expected = {n for n, p in own.items() if p.requires_grad}
+    missing, unexpected = sorted(expected - set(state)), sorted(set(state) - set(own))
+    shapes = [f"{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}" for k in set(state) & set(own) if state[k].shape != own[k].shape]
+    if missing or unexpected or shapes:
+        raise CheckpointError(
+            f"{path}: adapters do not fit this model: missing {missing[:8]} ({len(missing)}), "
+            f"unexpected {unexpected[:8]} ({len(unexpected)}), shape mismatches {sorted(shapes)[:8]}"
+        )
+    for name, tensor in state.items():
+        own[name].data.copy_(tensor)
+    return config
