@@ -5,7 +5,8 @@ decoder keeps its pretrained two-way transformer and upscaling path; its mask to
 token per class and each class gets its own hypernetwork MLP (freshly initialised — the
 pretrained decoder has only 4). No prompt is given: the sparse prompt is empty and the dense
 prompt is the prompt encoder's learned ``no_mask_embed``, exactly what SAM feeds when no mask is
-given. The IoU and object-score heads do not reach the masks, so they stay frozen.
+given. The whole decoder trains, except the IoU and object-score heads, which do not reach
+the masks and stay frozen.
 """
 from __future__ import annotations
 
@@ -44,6 +45,7 @@ class SamDecoderHead(nn.Module):
         if num_classes < 2:
             raise ValueError(f"num_classes must be >= 2, got {num_classes}")
         dec = mask_decoder
+        dec.requires_grad_(True)  # the whole decoder trains (MemorySAM), except the heads below
         dim = dec.transformer_dim
         dec.num_multimask_outputs = num_classes - 1
         dec.num_mask_tokens = num_classes
