@@ -144,12 +144,12 @@ def _data(argv: list[str]) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
+    args = list(sys.argv[1:] if argv is None else argv)
     try:
-        if argv and argv[0] == "data":
-            return _data(argv[1:])
-        if argv and argv[0] == "info":
-            return _info(argv[1:])
+        if args and args[0] == "data":
+            return _data(args[1:])
+        if args and args[0] == "info":
+            return _info(args[1:])
         lightning_main(argv)
         return 0
     except MMSamError as e:

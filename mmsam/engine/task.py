@@ -57,7 +57,8 @@ class SegmentationTask(pl.LightningModule):
         eval_modality_subsets: list[list[str]] | None = None,
     ) -> None:
         super().__init__()
-        self.save_hyperparameters(ignore=["method"])
+        # modalities / class names come from the data module, whose hparams already hold them
+        self.save_hyperparameters(ignore=["method", "modalities", "class_names"])
         modalities = list(modalities or [])
         self.method = method(num_classes, modalities) if callable(method) and not isinstance(method, nn.Module) else method
         self.num_classes = num_classes

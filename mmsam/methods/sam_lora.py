@@ -57,6 +57,7 @@ class SamLoRA(SegmentationMethod):
             decoder, prompt_encoder, num_classes, no_mem_embed=getattr(self.backbone, "no_mem_embed", None)
         )
         self.img_size = img_size
+        self.train()  # official builders return eval-mode modules; LoRA dropout must follow the task's mode
 
     def forward_features(self, batch: dict[str, Any]) -> list[torch.Tensor]:
         size = tuple(next(iter(batch["modalities"].values())).shape[-2:])

@@ -39,3 +39,11 @@ def test_sam_head_keeps_pretrained_transformer():
     head = SamDecoderHead(dec, pe, num_classes=3)
     after = head.decoder.transformer.state_dict()
     assert all(torch.equal(before[k], after[k]) for k in before)
+
+
+def test_frozen_decoder_becomes_trainable_in_head():
+    dec, pe = _sam_parts()
+    dec.requires_grad_(False)
+    head = SamDecoderHead(dec, pe, num_classes=4)
+    assert all(p.requires_grad for p in head.decoder.transformer.parameters())
+    assert all(p.requires_grad for p in head.decoder.output_upscaling.parameters())

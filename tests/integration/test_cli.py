@@ -1,0 +1,128 @@
+"""End to end through the ``mmsam`` command line, as a user runs it."""
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from mmsam.cli import main
+
+
+def test_fit_writes_checkpoints_and_prints_tables(tiny_root, make_config, tmp_path, capsys):
+    cfg = make_config(tmp_path / "c.yaml", tiny_root, tmp_path / "run", trainer__max_epochs=2)
+    assert main(["fit", "--config", str(cfg)]) == 0
+    out = capsys.readouterr()
+    text = out.out + out.err
+    assert "[test] modalities: rgb, depth, event, lidar" in text and "[test] modalities: rgb" in text
+    assert re.search(r"^Road\s+\d+\.\d\d", text, re.M)
+    ckpts = sorted(p.name for p in (tmp_path / "run" / "checkpoints").iterdir())
+    assert "last.ckpt" in ckpts and any(n.startswith("epoch001") for n in ckpts)
+    state = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    assert state["epoch"] == 1 and state["global_step"] == 4
+    assert list((tmp_path / "run" / "logs").glob("version_*/metrics.csv"))
+
+    # predict: one colour PNG per test sample, in the sample's relative folder
+    out_dir = tmp_path / "preds"
+    assert main(["predict", "--config", str(cfg), "--ckpt_path", str(tmp_path / "run/checkpoints/last.ckpt"),
+                 "--predict_writer.output_dir", str(out_dir)]) == 0
+    pngs = sorted(out_dir.rglob("*.png"))
+    assert len(pngs) == 4
+    img = np.array(Image.open(pngs[0]))
+    assert img.shape == (64, 64, 3) and img.dtype == np.uint8
+
+    # a checkpoint of another model is refused, naming the file and the keys
+    capsys.readouterr()
+    code = main(["validate", "--config", str(cfg), "--model.method.init_args.lora.r", "3",
+                 "--ckpt_path", str(tmp_path / "run/checkpoints/last.ckpt")])
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert code == 2 and last.startswith("mmsam: error:")
+    assert "last.ckpt" in last and "does not fit" in last and "lora_A" in last
+
+
+def test_info_prints_exact_parameter_counts(tiny_root, make_config, tmp_path, capsys):
+    cfg = make_config(tmp_path / "c.yaml", tiny_root, tmp_path / "run")
+    assert main(["info", "--config", str(cfg)]) == 0
+    out = capsys.readouterr().out
+    counts = {m.group(1): int(m.group(2)) for m in re.finditer(r"^(\w+)\s+[\d,]+\s+\((\d+)\)$", out, re.M)}
+    from mmsam.methods import SamLoRA
+
+    from mmsam.adapters import LoRAConfig
+
+    ref = SamLoRA(25, ["rgb", "depth", "event", "lidar"], backbone="sam_vit_tiny", img_size=64, lora=LoRAConfig(r=2, parts=["q", "v"]))
+    groups = {k: sum(p.numel() for p in v) for k, v in ref.param_groups().items()}
+    assert counts["adapters"] == groups["adapters"] == 2 * 2 * (32 * 2 + 2 * 32)  # 2 blocks, q and v
+    assert counts["heads"] == groups["heads"]
+    assert counts["trainable"] == counts["adapters"] + counts["fusion"] + counts["heads"]
+    assert counts["frozen"] == sum(p.numel() for p in ref.parameters() if not p.requires_grad)
+
+
+@pytest.mark.parametrize(
+    "override,message",
+    [
+        ({"data__modalities": ["rgb", "thermal"]}, "thermal"),
+        ({"data__dataset": "kitti360"}, "kitti360"),
+        ({"model__method__init_args__backbone": "sam_vit_x"}, "unknown backbone"),
+        ({"model__method__init_args__checkpoint": "/nonexistent/sam_vit_b_01ec64.pth"}, "sam_vit_b_01ec64.pth"),
+    ],
+)
+def test_bad_config_values_give_one_clear_error(tiny_root, make_config, tmp_path, capsys, override, message):
+    cfg = make_config(tmp_path / "c.yaml", tiny_root, tmp_path / "run", **override)
+    code = main(["fit", "--config", str(cfg)])
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert code == 2 and last.startswith("mmsam: error:") and message in last
+
+
+def test_error_output_has_no_traceback(tiny_root, make_config, tmp_path):
+    cfg = make_config(tmp_path / "c.yaml", tiny_root, tmp_path / "run", data__modalities=["rgb", "thermal"])
+    res = subprocess.run([sys.executable, "-m", "mmsam.cli", "fit", "--config", str(cfg)], capture_output=True, text=True)
+    assert res.returncode == 2
+    assert "Traceback" not in res.stderr and "unknown modality 'thermal'" in res.stderr
+
+
+def test_missing_modality_file_stops_before_training(tiny_root, make_config, tmp_path, capsys):
+    import shutil
+
+    root = tmp_path / "deliver"
+    shutil.copytree(tiny_root, root)
+    victim = sorted((root / "lidar").glob("*/train/*/*_lidar_front.png"))[0]
+    victim.unlink()
+    cfg = make_config(tmp_path / "c.yaml", root, tmp_path / "run")
+    code = main(["fit", "--config", str(cfg)])
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert code == 2 and last.startswith("mmsam: error:") and victim.name in last
+    assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+def test_kill_during_training_then_resume(tiny_root, make_config, tmp_path):
+    """SIGKILL a real training process after its first checkpoint, then resume with ``--ckpt_path last``."""
+    run = tmp_path / "run"
+    cfg = make_config(tmp_path / "c.yaml", tiny_root, run, trainer__max_epochs=1000, model__eval_modality_subsets=[])
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "mmsam.cli", "fit", "--config", str(cfg)], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    last = run / "checkpoints" / "last.ckpt"
+    deadline = time.time() + 240
+    try:
+        while time.time() < deadline and not last.exists():
+            time.sleep(0.2)
+        assert last.exists(), "no checkpoint written within 240 s"
+        time.sleep(0.5)
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    state = torch.load(last, map_location="cpu", weights_only=False)  # not torn: written atomically
+    done = state["epoch"]
+    cfg2 = make_config(tmp_path / "c2.yaml", tiny_root, run, trainer__max_epochs=done + 2, model__eval_modality_subsets=[])
+    assert main(["fit", "--config", str(cfg2), "--ckpt_path", "last", "--test_after_fit", "false"]) == 0
+    resumed = torch.load(last, map_location="cpu", weights_only=False)
+    assert resumed["epoch"] == done + 1
+    assert resumed["global_step"] == (done + 2) * 2
