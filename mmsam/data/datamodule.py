@@ -1,0 +1,173 @@
+"""LightningDataModule over any registered multi-modal dataset (DELIVER by default).
+
+Train: random flip + random resized crop to ``train_size`` (scale ``scale_range``);
+val/test/predict: resize to ``eval_size`` (predict uses the test split). With
+``synthesize=True`` and an empty ``root``, the dataset's synthetic generator fills it first.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional, Sequence
+
+import lightning as L
+from torch.utils.data import DataLoader, Dataset
+
+from mmsam.data.datasets import get_dataset_entry
+from mmsam.data.modalities import validate_modalities
+from mmsam.data.transforms import IGNORE_INDEX, eval_transform, train_transform
+from mmsam.errors import ConfigError, DataError
+
+
+class MultiModalDataModule(L.LightningDataModule):
+    """Builds train/val/test/predict loaders whose batches follow ``docs/contracts.md``.
+
+    Args:
+        dataset: registered dataset name (``mmsam.data.datasets.list_datasets()``).
+        root: dataset root in the benchmark's own layout.
+        modalities: modality names, in the order the batch lists them.
+        train_size: training crop size (square).
+        eval_size: evaluation resize (square).
+        scale_range: random rescale range of the training crop.
+        batch_size: training batch size.
+        eval_batch_size: val/test/predict batch size.
+        num_workers: DataLoader workers.
+        synthesize: if ``root`` holds no data, generate the synthetic set there first.
+        synth_num_train: synthetic training samples.
+        synth_num_val: synthetic validation samples.
+        synth_num_test: synthetic test samples.
+        synth_size: synthetic image side in pixels.
+        synth_seed: synthetic generator seed.
+        conditions: keep only these conditions (DELIVER: cloud, fog, night, rain, sun).
+        cases: keep only these cases (DELIVER: a condition, a failure such as
+            ``motionblur``, or ``normal``).
+        missing_modalities: modalities zeroed with ``present`` False in val/test/predict.
+        flip_prob: probability of the training horizontal flip.
+        check: validate every file of a split (existence, header size) when it is built.
+        pin_memory: DataLoader ``pin_memory``.
+    """
+
+    def __init__(
+        self,
+        dataset: str = "deliver",
+        root: str = "data/synthetic_deliver",
+        modalities: Sequence[str] = ("rgb", "depth", "event", "lidar"),
+        train_size: int = 1024,
+        eval_size: int = 1024,
+        scale_range: tuple[float, float] = (0.5, 2.0),
+        batch_size: int = 2,
+        eval_batch_size: int = 1,
+        num_workers: int = 2,
+        synthesize: bool = False,
+        synth_num_train: int = 160,
+        synth_num_val: int = 40,
+        synth_num_test: int = 40,
+        synth_size: int = 128,
+        synth_seed: int = 0,
+        conditions: Optional[Sequence[str]] = None,
+        cases: Optional[Sequence[str]] = None,
+        missing_modalities: Sequence[str] = (),
+        flip_prob: float = 0.5,
+        check: bool = True,
+        pin_memory: bool = False,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        self.entry = get_dataset_entry(dataset)
+        self.modalities = validate_modalities(list(modalities))
+        self.missing_modalities = tuple(missing_modalities)
+        unknown = [m for m in self.missing_modalities if m not in self.modalities]
+        if unknown:
+            raise ConfigError(f"missing_modalities {unknown} are not among modalities "
+                              f"{list(self.modalities)}")
+        if synthesize and self.entry.generator is None:
+            raise ConfigError(f"dataset {dataset!r} has no synthetic generator; "
+                              f"set synthesize: false and point root at the real data")
+        for name, value in (("train_size", train_size), ("eval_size", eval_size),
+                            ("batch_size", batch_size), ("eval_batch_size", eval_batch_size)):
+            if value < 1:
+                raise ConfigError(f"{name} must be >= 1, got {value}")
+        if num_workers < 0:
+            raise ConfigError(f"num_workers must be >= 0, got {num_workers}")
+        self.root = Path(root)
+        self.datasets: dict[str, Dataset] = {}
+
+    # -- metadata --------------------------------------------------------------------------
+    @property
+    def num_classes(self) -> int:
+        return self.entry.num_classes
+
+    @property
+    def class_names(self) -> tuple[str, ...]:
+        return self.entry.classes
+
+    @property
+    def palette(self) -> tuple[tuple[int, int, int], ...]:
+        return self.entry.palette
+
+    @property
+    def ignore_index(self) -> int:
+        return IGNORE_INDEX
+
+    # -- data ------------------------------------------------------------------------------
+    def _has_data(self) -> bool:
+        if self.entry.has_data is not None:
+            return self.entry.has_data(self.root)
+        return self.root.is_dir() and any(self.root.iterdir())
+
+    def prepare_data(self) -> None:
+        """Generate the synthetic set if asked to and ``root`` holds no data yet."""
+        hp = self.hparams
+        if not hp.synthesize or self._has_data():
+            return
+        print(f"[mmsam] {self.root} holds no {hp.dataset} data: generating the synthetic set "
+              f"({hp.synth_num_train}/{hp.synth_num_val}/{hp.synth_num_test} train/val/test, "
+              f"{hp.synth_size}px, seed {hp.synth_seed})")
+        summary = self.entry.generator(
+            self.root, num_train=hp.synth_num_train, num_val=hp.synth_num_val,
+            num_test=hp.synth_num_test, size=hp.synth_size, seed=hp.synth_seed, progress=True)
+        print(f"[mmsam] wrote {summary.get('files', '?')} files to {self.root}")
+
+    def _build(self, split: str, train: bool) -> Dataset:
+        hp = self.hparams
+        transform = (train_transform(hp.train_size, hp.scale_range, hp.flip_prob) if train
+                     else eval_transform(hp.eval_size))
+        return self.entry.factory(
+            root=self.root, split=split, modalities=self.modalities,
+            conditions=hp.conditions, cases=hp.cases, transform=transform, check=hp.check,
+            missing=() if train else self.missing_modalities)
+
+    def setup(self, stage: Optional[str] = None) -> None:
+        """Build the datasets the stage needs (fit: train+val, validate, test, predict)."""
+        if self.hparams.synthesize and not self._has_data():
+            self.prepare_data()
+        if not self.root.exists():
+            raise DataError(f"{self.root}: dataset root does not exist (set data.root, or "
+                            f"data.synthesize: true to generate the synthetic set)")
+        wanted = {"fit": ("train", "val"), "validate": ("val",), "test": ("test",),
+                  "predict": ("predict",), None: ("train", "val", "test", "predict")}[stage]
+        for key in wanted:
+            if key not in self.datasets:
+                split = "test" if key == "predict" else key
+                self.datasets[key] = self._build(split, train=key == "train")
+
+    def _loader(self, key: str, batch_size: int, shuffle: bool) -> DataLoader:
+        if key not in self.datasets:
+            self.setup({"train": "fit", "val": "validate"}.get(key, key))
+        ds = self.datasets[key]
+        w = self.hparams.num_workers
+        return DataLoader(
+            ds, batch_size=batch_size, shuffle=shuffle, num_workers=w,
+            drop_last=shuffle and len(ds) >= batch_size,  # type: ignore[arg-type]
+            pin_memory=self.hparams.pin_memory, persistent_workers=w > 0)
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", self.hparams.batch_size, shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("val", self.hparams.eval_batch_size, shuffle=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test", self.hparams.eval_batch_size, shuffle=False)
+
+    def predict_dataloader(self) -> DataLoader:
+        return self._loader("predict", self.hparams.eval_batch_size, shuffle=False)

@@ -1,0 +1,96 @@
+"""Dataset registry: one entry per benchmark layout.
+
+Every factory accepts the keyword protocol ``root, split, modalities, conditions, cases,
+transform, check, missing`` (a dataset may ignore filters it has no notion of) and returns a
+``torch.utils.data.Dataset`` whose items follow ``docs/contracts.md``.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Optional, Union
+
+from torch.utils.data import Dataset
+
+from mmsam.data.datasets.deliver import (
+    DELIVER_CLASSES,
+    DELIVER_PALETTE,
+    DeliverDataset,
+)
+from mmsam.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class DatasetEntry:
+    """A registered dataset: its factory, classes and (optional) synthetic generator."""
+
+    name: str
+    factory: Callable[..., Dataset]
+    classes: tuple[str, ...]
+    palette: tuple[tuple[int, int, int], ...]
+    default_modalities: tuple[str, ...]
+    splits: tuple[str, ...] = ("train", "val", "test")
+    generator: Optional[Callable[..., dict]] = None          # generator(root, **kw) -> summary
+    has_data: Optional[Callable[[Union[str, Path]], bool]] = None  # root holds samples?
+    ignore_index: int = 255
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+
+_DATASETS: dict[str, DatasetEntry] = {}
+
+
+def register_dataset(entry: DatasetEntry, *, overwrite: bool = False) -> DatasetEntry:
+    """Add a dataset entry; ConfigError if the name is taken (unless overwrite)."""
+    if not overwrite and entry.name in _DATASETS and _DATASETS[entry.name] != entry:
+        raise ConfigError(f"dataset {entry.name!r} is already registered")
+    _DATASETS[entry.name] = entry
+    return entry
+
+
+def list_datasets() -> list[str]:
+    """Names of the registered datasets, sorted."""
+    return sorted(_DATASETS)
+
+
+def get_dataset_entry(name: str) -> DatasetEntry:
+    """The entry for ``name``; ConfigError listing the known names otherwise."""
+    try:
+        return _DATASETS[name]
+    except KeyError:
+        raise ConfigError(
+            f"unknown dataset {name!r}; known datasets: {', '.join(list_datasets())}"
+        ) from None
+
+
+def create_dataset(name: str, **kwargs: Any) -> Dataset:
+    """Build dataset ``name`` with the factory's keyword arguments."""
+    return get_dataset_entry(name).factory(**kwargs)
+
+
+def _deliver_has_data(root: Union[str, Path]) -> bool:
+    return any(Path(root).glob("img/*/*/*/*.png"))
+
+
+def _deliver_generator(root: Union[str, Path], **kw: Any) -> dict:
+    from mmsam.data.synthetic.deliver import generate_deliver
+
+    return generate_deliver(root, **kw)
+
+
+register_dataset(DatasetEntry(
+    name="deliver",
+    factory=DeliverDataset,
+    classes=DELIVER_CLASSES,
+    palette=DELIVER_PALETTE,
+    default_modalities=("rgb", "depth", "event", "lidar"),
+    generator=_deliver_generator,
+    has_data=_deliver_has_data,
+))
+
+__all__ = [
+    "DatasetEntry", "DeliverDataset", "create_dataset", "get_dataset_entry",
+    "list_datasets", "register_dataset",
+]

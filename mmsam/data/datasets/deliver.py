@@ -1,0 +1,259 @@
+"""DELIVER (CMNeXt, CVPR 2023) read from its official folder layout, unchanged.
+
+``{img,hha,event,lidar,semantic}/<condition>/<split>/<scene>/<frame>_<tag>_front.png`` with
+tags rgb/depth/event/lidar/semantic; the depth modality is HHA read from ``hha/``. Samples
+are found by globbing ``img/*/<split>/*/*.png``; the other paths swap folder and tag.
+Labels hold ids 1..25 in their first channel (0 and 255 = unlabeled) -> 0..24, 255 ignore.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Optional, Sequence, Union
+
+import numpy as np
+import torch
+from PIL import Image
+from torch.utils.data import Dataset
+
+from mmsam.data.modalities import get_modality, image_size, read_image, validate_modalities
+from mmsam.data.transforms import IGNORE_INDEX, resize_nearest
+from mmsam.errors import ConfigError, DataError
+
+DELIVER_CLASSES: tuple[str, ...] = (
+    "Building", "Fence", "Other", "Pedestrian", "Pole", "RoadLine", "Road", "SideWalk",
+    "Vegetation", "Cars", "Wall", "TrafficSign", "Sky", "Ground", "Bridge", "RailTrack",
+    "GroundRail", "TrafficLight", "Static", "Dynamic", "Water", "Terrain", "TwoWheeler",
+    "Bus", "Truck",
+)
+DELIVER_PALETTE: tuple[tuple[int, int, int], ...] = (
+    (70, 70, 70), (100, 40, 40), (55, 90, 80), (220, 20, 60), (153, 153, 153),
+    (157, 234, 50), (128, 64, 128), (244, 35, 232), (107, 142, 35), (0, 0, 142),
+    (102, 102, 156), (220, 220, 0), (70, 130, 180), (81, 0, 81), (150, 100, 100),
+    (230, 150, 140), (180, 165, 180), (250, 170, 30), (110, 190, 160), (170, 120, 50),
+    (45, 60, 150), (145, 170, 100), (0, 0, 230), (0, 60, 100), (0, 0, 70),
+)
+DELIVER_SPLITS = ("train", "val", "test")
+DELIVER_CONDITIONS = ("cloud", "fog", "night", "rain", "sun")
+DELIVER_FAILURES = ("motionblur", "overexposure", "underexposure", "lidarjitter", "eventlowres")
+#: Valid ``cases``: the reference loader's (substring of the path) plus "normal" (no failure).
+DELIVER_CASES = DELIVER_CONDITIONS + DELIVER_FAILURES + ("normal",)
+#: modality -> (top-level folder, file tag)
+DELIVER_FOLDERS: dict[str, tuple[str, str]] = {
+    "rgb": ("img", "rgb"), "depth": ("hha", "depth"),
+    "event": ("event", "event"), "lidar": ("lidar", "lidar"),
+}
+LABEL_FOLDER = ("semantic", "semantic")
+NUM_CLASSES = len(DELIVER_CLASSES)
+#: Modalities whose size may differ from RGB (resized with nearest, for ``eventlowres``).
+RESIZABLE = ("event",)
+
+
+@dataclass(frozen=True)
+class DeliverSample:
+    """Where one sample's files are and what it is."""
+
+    id: str            # condition/split/scene/frame
+    condition: str
+    case: str          # failure suffix of the scene, or "normal"
+    files: dict[str, Path]  # modality name (+ "label") -> path
+
+
+def _names(value: Optional[Sequence[str]], allowed: Sequence[str], what: str) -> Optional[tuple]:
+    if value is None:
+        return None
+    if isinstance(value, str):
+        value = (value,)
+    bad = [v for v in value if v not in allowed]
+    if bad:
+        raise ConfigError(f"unknown DELIVER {what} {bad}; valid: {', '.join(allowed)}")
+    return tuple(value)
+
+
+def decode_label(raw: np.ndarray, path: Union[str, Path] = "<label>") -> np.ndarray:
+    """First channel ids 1..25 -> 0..24; 0 and 255 -> 255. DataError on other ids."""
+    ids = raw[..., 0] if raw.ndim == 3 else raw
+    ids = ids.astype(np.int64)
+    bad = np.setdiff1d(np.unique(ids), np.r_[0:NUM_CLASSES + 1, 255])
+    if bad.size:
+        raise DataError(f"{path}: label ids {bad.tolist()} outside 1..{NUM_CLASSES} "
+                        f"(0 and 255 mean unlabeled)")
+    out = ids - 1
+    out[(ids == 0) | (ids == 255)] = IGNORE_INDEX
+    return out
+
+
+def read_label(path: Union[str, Path]) -> np.ndarray:
+    """Read a DELIVER semantic PNG to an HxW int64 array of train ids (255 = ignore).
+
+    The id is the first channel; a palette (mode "P") PNG gives its indices instead.
+    """
+    p = Path(path)
+    raw: Optional[np.ndarray] = None
+    if p.is_file():
+        try:
+            with Image.open(p) as img:
+                if img.mode == "P":
+                    img.load()
+                    raw = np.array(img)
+        except Exception:
+            raw = None  # read_image below reports the problem naming the file
+    if raw is None:
+        raw = read_image(p)
+    if not np.issubdtype(raw.dtype, np.integer):
+        raise DataError(f"{p}: label must be an integer image, got {raw.dtype}")
+    return decode_label(raw, p)
+
+
+class DeliverDataset(Dataset):
+    """DELIVER in its official layout; items follow ``docs/contracts.md``.
+
+    Args:
+        root: dataset root holding img/, hha/, event/, lidar/, semantic/.
+        split: train, val or test.
+        modalities: names from the modality registry that DELIVER provides, in output order.
+        conditions: keep only these weather folders (cloud, fog, night, rain, sun).
+        cases: keep samples whose relative path contains any of these (the reference
+            loader's ``case``), or "normal" for scenes without a sensor-failure suffix.
+        transform: joint transform on ``{"modalities": [0,1] images, "label"}``.
+        check: validate every file's existence and header size at construction.
+        missing: modalities replaced by zeros with ``present`` False (not read at all).
+    """
+
+    classes = DELIVER_CLASSES
+    palette = DELIVER_PALETTE
+    ignore_index = IGNORE_INDEX
+
+    def __init__(
+        self,
+        root: Union[str, Path],
+        split: str = "train",
+        modalities: Sequence[str] = ("rgb", "depth", "event", "lidar"),
+        conditions: Optional[Sequence[str]] = None,
+        cases: Optional[Sequence[str]] = None,
+        transform: Optional[Callable[[dict[str, Any]], dict[str, Any]]] = None,
+        check: bool = True,
+        missing: Sequence[str] = (),
+    ) -> None:
+        super().__init__()
+        if split not in DELIVER_SPLITS:
+            raise ConfigError(f"unknown DELIVER split {split!r}; "
+                              f"valid: {', '.join(DELIVER_SPLITS)}")
+        self.modalities = validate_modalities(modalities)
+        unsupported = [m for m in self.modalities if m not in DELIVER_FOLDERS]
+        if unsupported:
+            raise ConfigError(f"DELIVER has no modality {unsupported}; it provides "
+                              f"{', '.join(DELIVER_FOLDERS)}")
+        self.missing = tuple(missing)
+        extra = [m for m in self.missing if m not in self.modalities]
+        if extra:
+            raise ConfigError(f"missing modalities {extra} are not among {list(self.modalities)}")
+        if set(self.missing) == set(self.modalities):
+            raise ConfigError("at least one modality must be present (all are listed as missing)")
+        self.specs = {m: get_modality(m) for m in self.modalities}
+        self.root = Path(root)
+        self.split = split
+        self.conditions = _names(conditions, DELIVER_CONDITIONS, "conditions")
+        self.cases = _names(cases, DELIVER_CASES, "cases")
+        self.transform = transform
+        self.samples = self._index()
+        if check:
+            self.check()
+
+    # -- indexing ---------------------------------------------------------------------------
+    def _index(self) -> list[DeliverSample]:
+        pattern = f"img/*/{self.split}/*/*.png"
+        files = sorted(self.root.glob(pattern))
+        if not files:
+            raise DataError(f"{self.root}: no DELIVER images match {pattern!r} "
+                            f"(expected {self.root}/img/<condition>/{self.split}/<scene>/"
+                            f"<frame>_rgb_front.png)")
+        samples = [self._sample(f) for f in files]
+        if self.conditions is not None:
+            samples = [s for s in samples if s.condition in self.conditions]
+        if self.cases is not None:
+            samples = [s for s in samples if self._matches_case(s)]
+        if not samples:
+            raise DataError(f"{self.root}: {len(files)} images match {pattern!r} but none pass "
+                            f"the filters conditions={self.conditions} cases={self.cases}")
+        return samples
+
+    def _matches_case(self, s: DeliverSample) -> bool:
+        return any((s.case == "normal") if c == "normal" else (c in s.id) for c in self.cases)
+
+    def _sample(self, rgb: Path) -> DeliverSample:
+        condition, split, scene, name = rgb.relative_to(self.root / "img").parts
+        pos = name.rfind("_rgb")
+        if pos < 0:
+            raise DataError(f"{rgb}: file name lacks the '_rgb' tag "
+                            f"(expected <frame>_rgb_front.png)")
+        frame, rest = name[:pos], name[pos + len("_rgb"):]
+        rel = Path(condition, split, scene)
+
+        def path(folder: str, tag: str) -> Path:
+            return self.root / folder / rel / f"{frame}_{tag}{rest}"
+
+        files = {m: path(*DELIVER_FOLDERS[m]) for m in self.modalities}
+        files["rgb_ref"] = rgb
+        files["label"] = path(*LABEL_FOLDER)
+        case = next((c for c in DELIVER_FAILURES if c in scene), "normal")
+        return DeliverSample(f"{condition}/{split}/{scene}/{frame}", condition, case, files)
+
+    # -- validation -------------------------------------------------------------------------
+    def _needed(self, s: DeliverSample) -> list[str]:
+        return [m for m in self.modalities if m not in self.missing] + ["label"]
+
+    def _check_sample(self, s: DeliverSample) -> None:
+        expected = image_size(s.files["rgb_ref"])
+        for key in self._needed(s):
+            path = s.files[key]
+            if not path.is_file():
+                what = "label" if key == "label" else f"modality {key!r}"
+                raise DataError(f"{path}: missing file for {what} of sample {s.id}")
+            hw = image_size(path)
+            if hw != expected and key not in RESIZABLE:
+                raise DataError(f"{path}: image is {hw[0]}x{hw[1]} (HxW) but the RGB image "
+                                f"{s.files['rgb_ref'].name} is {expected[0]}x{expected[1]}")
+
+    def check(self) -> None:
+        """Validate every sample's files (existence and header size); DataError on the first."""
+        for s in self.samples:
+            self._check_sample(s)
+
+    # -- reading ----------------------------------------------------------------------------
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        s = self.samples[index]
+        self._check_sample(s)
+        label = torch.from_numpy(read_label(s.files["label"]))
+        hw = tuple(label.shape)
+        images = {}
+        for m in self.modalities:
+            if m in self.missing:
+                continue
+            img = self.specs[m].load(s.files[m])
+            if tuple(img.shape[-2:]) != hw:  # only RESIZABLE modalities get here
+                img = resize_nearest(img, hw)
+            images[m] = img
+        sample: dict[str, Any] = {"modalities": images, "label": label}
+        if self.transform is not None:
+            sample = self.transform(sample)
+        out_hw = tuple(sample["label"].shape[-2:])
+        mods = {}
+        for m in self.modalities:
+            if m in self.missing:
+                mods[m] = torch.zeros(3, *out_hw, dtype=torch.float32)
+            else:
+                mods[m] = self.specs[m].normalize(sample["modalities"][m])
+        return {
+            "modalities": mods,
+            "present": {m: torch.tensor(m not in self.missing) for m in self.modalities},
+            "label": sample["label"].long(),
+            "meta": {"id": s.id, "condition": s.condition, "case": s.case},
+        }
+
+    def __repr__(self) -> str:
+        return (f"DeliverDataset(root={str(self.root)!r}, split={self.split!r}, "
+                f"modalities={list(self.modalities)}, n={len(self)})")

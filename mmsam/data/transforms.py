@@ -1,0 +1,173 @@
+"""Joint transforms: one random geometry applied to every modality and the label.
+
+A sample is ``{"modalities": {name: FloatTensor 3xHxW}, "label": LongTensor HxW, ...}``;
+other keys pass through untouched. Datasets call transforms on images in [0, 1] (before
+per-modality normalisation, see :mod:`mmsam.data.modalities`), so image padding with 0 is
+black as in DELIVER's reference pipeline. Randomness comes from torch's global RNG, which
+DataLoader workers seed from the main process (``seed_everything(workers=True)``).
+Images resize bilinearly (antialiased when shrinking); labels use ``nearest-exact``, whose
+pixel-centre convention matches bilinear's, so image and label stay aligned.
+"""
+from __future__ import annotations
+
+from typing import Any, Callable, Sequence, Union
+
+import torch
+import torch.nn.functional as F
+
+from mmsam.errors import ConfigError
+
+Sample = dict[str, Any]
+Size = Union[int, Sequence[int]]
+IGNORE_INDEX = 255
+
+
+def _pair(size: Size) -> tuple[int, int]:
+    if isinstance(size, int):
+        out = (size, size)
+    else:
+        out = tuple(int(s) for s in size)  # type: ignore[assignment]
+    if len(out) != 2 or min(out) <= 0:
+        raise ConfigError(f"size must be a positive int or (height, width), got {size!r}")
+    return out  # type: ignore[return-value]
+
+
+def resize_image(image: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Bilinear resize of a CxHxW float image to ``size`` (antialiased when shrinking)."""
+    if tuple(image.shape[-2:]) == tuple(size):
+        return image
+    shrink = size[0] < image.shape[-2] or size[1] < image.shape[-1]
+    out = F.interpolate(image[None].float(), size=size, mode="bilinear",
+                        align_corners=False, antialias=shrink)
+    return out[0].to(image.dtype)
+
+
+def resize_nearest(tensor: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Nearest (pixel-centre exact) resize of an HxW or CxHxW tensor of any dtype."""
+    if tuple(tensor.shape[-2:]) == tuple(size):
+        return tensor
+    x = tensor[None, None] if tensor.dim() == 2 else tensor[None]
+    out = F.interpolate(x.float(), size=size, mode="nearest-exact")
+    out = out[0, 0] if tensor.dim() == 2 else out[0]
+    return out.round().to(tensor.dtype) if not tensor.is_floating_point() else out.to(tensor.dtype)
+
+
+def _map(sample: Sample, image_fn: Callable, label_fn: Callable) -> Sample:
+    out = dict(sample)
+    out["modalities"] = {k: image_fn(v) for k, v in sample["modalities"].items()}
+    if sample.get("label") is not None:
+        out["label"] = label_fn(sample["label"])
+    return out
+
+
+def _hw(sample: Sample) -> tuple[int, int]:
+    mods = sample["modalities"]
+    if mods:
+        return tuple(next(iter(mods.values())).shape[-2:])  # type: ignore[return-value]
+    return tuple(sample["label"].shape[-2:])  # type: ignore[return-value]
+
+
+class Compose:
+    """Apply transforms in order."""
+
+    def __init__(self, transforms: Sequence[Callable[[Sample], Sample]]) -> None:
+        self.transforms = list(transforms)
+
+    def __call__(self, sample: Sample) -> Sample:
+        for t in self.transforms:
+            sample = t(sample)
+        return sample
+
+    def __repr__(self) -> str:
+        return f"Compose({self.transforms!r})"
+
+
+class JointResize:
+    """Resize every modality (bilinear) and the label (nearest) to ``size``."""
+
+    def __init__(self, size: Size) -> None:
+        self.size = _pair(size)
+
+    def __call__(self, sample: Sample) -> Sample:
+        return _map(sample, lambda x: resize_image(x, self.size),
+                    lambda y: resize_nearest(y, self.size))
+
+    def __repr__(self) -> str:
+        return f"JointResize({self.size})"
+
+
+class JointRandomHorizontalFlip:
+    """Flip every modality and the label left-right with probability ``p``."""
+
+    def __init__(self, p: float = 0.5) -> None:
+        if not 0.0 <= p <= 1.0:
+            raise ConfigError(f"flip probability must be in [0, 1], got {p}")
+        self.p = p
+
+    def __call__(self, sample: Sample) -> Sample:
+        if torch.rand(()).item() >= self.p:
+            return sample
+        return _map(sample, lambda x: x.flip(-1), lambda y: y.flip(-1))
+
+    def __repr__(self) -> str:
+        return f"JointRandomHorizontalFlip(p={self.p})"
+
+
+class JointRandomResizedCrop:
+    """Random rescale then random crop to ``size`` (DELIVER/CMNeXt recipe).
+
+    A factor ``r ~ U(scale)`` is drawn; the image is resized (aspect kept) so that its short
+    side becomes ``r * min(size)`` (relative to the crop size, as CMNeXt's
+    RandomResizedCrop does). A random ``size`` window is then cut; where the image is
+    smaller it is padded at the bottom/right with ``image_fill`` (images) and 255 (label).
+    """
+
+    def __init__(self, size: Size, scale: Sequence[float] = (0.5, 2.0),
+                 image_fill: float = 0.0, label_fill: int = IGNORE_INDEX) -> None:
+        self.size = _pair(size)
+        lo, hi = (float(s) for s in scale)
+        if not 0 < lo <= hi:
+            raise ConfigError(f"scale must satisfy 0 < min <= max, got {tuple(scale)}")
+        self.scale = (lo, hi)
+        self.image_fill = image_fill
+        self.label_fill = label_fill
+
+    def _params(self, h: int, w: int) -> tuple[tuple[int, int], int, int]:
+        lo, hi = self.scale
+        r = lo + (hi - lo) * torch.rand(()).item()
+        factor = r * min(self.size) / min(h, w)
+        new = (max(1, int(h * factor + 0.5)), max(1, int(w * factor + 0.5)))
+        top = int(torch.randint(0, max(new[0] - self.size[0], 0) + 1, ()).item())
+        left = int(torch.randint(0, max(new[1] - self.size[1], 0) + 1, ()).item())
+        return new, top, left
+
+    def _crop_pad(self, x: torch.Tensor, top: int, left: int, fill: float) -> torch.Tensor:
+        th, tw = self.size
+        x = x[..., top:top + th, left:left + tw]
+        ph, pw = th - x.shape[-2], tw - x.shape[-1]
+        if ph > 0 or pw > 0:
+            x = F.pad(x, (0, pw, 0, ph), value=fill)
+        return x
+
+    def __call__(self, sample: Sample) -> Sample:
+        h, w = _hw(sample)
+        new, top, left = self._params(h, w)
+        return _map(
+            sample,
+            lambda x: self._crop_pad(resize_image(x, new), top, left, self.image_fill),
+            lambda y: self._crop_pad(resize_nearest(y, new), top, left, self.label_fill),
+        )
+
+    def __repr__(self) -> str:
+        return f"JointRandomResizedCrop(size={self.size}, scale={self.scale})"
+
+
+def train_transform(size: Size, scale: Sequence[float] = (0.5, 2.0),
+                    flip_p: float = 0.5) -> Compose:
+    """The training pipeline: random flip, then random resized crop to ``size``."""
+    return Compose([JointRandomHorizontalFlip(flip_p), JointRandomResizedCrop(size, scale)])
+
+
+def eval_transform(size: Size) -> Compose:
+    """The evaluation pipeline: resize to ``size`` (labels nearest)."""
+    return Compose([JointResize(size)])
