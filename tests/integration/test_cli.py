@@ -124,5 +124,11 @@ def test_kill_during_training_then_resume(tiny_root, make_config, tmp_path):
     cfg2 = make_config(tmp_path / "c2.yaml", tiny_root, run, trainer__max_epochs=done + 2, model__eval_modality_subsets=[])
     assert main(["fit", "--config", str(cfg2), "--ckpt_path", "last", "--test_after_fit", "false"]) == 0
     resumed = torch.load(last, map_location="cpu", weights_only=False)
-    assert resumed["epoch"] == done + 1
+    # no optimiser step lost or repeated: 2 steps per epoch up to the new max_epochs
     assert resumed["global_step"] == (done + 2) * 2
+    # the resumed run started where the killed one stopped, not at epoch 0
+    import csv
+
+    logs = sorted((run / "logs").glob("version_*/metrics.csv"), key=lambda p: int(p.parent.name.split("_")[1]))
+    epochs = {int(r["epoch"]) for r in csv.DictReader(logs[-1].open()) if r.get("epoch")}
+    assert len(logs) == 2 and min(epochs) >= done
