@@ -5,7 +5,7 @@ from typing import Any, Callable, Literal, Sequence
 
 import lightning.pytorch as pl
 import torch
-from lightning.pytorch.utilities import rank_zero_info
+from lightning.pytorch.utilities import rank_zero_only
 from torch import nn
 
 from mmsam.engine.schedule import warmup_poly
@@ -167,8 +167,13 @@ class SegmentationTask(pl.LightningModule):
             suffix = "" if i == 0 else f"@{subset_key(subset)}"
             for key in ("mIoU", "OA", "mAcc", "mF1"):
                 self.log(f"{stage}/{key}{suffix}", scores[key] * 100, prog_bar=(key == "mIoU" and i == 0), sync_dist=False)
-            if not self.trainer.sanity_checking:
-                rank_zero_info(format_table(stage, subset, scores, self.class_names))
+            if not self.trainer.sanity_checking and self.trainer.state.fn != "fit":  # tables for validate/test only
+                _print(format_table(stage, subset, scores, self.class_names))
+
+
+@rank_zero_only
+def _print(text: str) -> None:
+    print(text, flush=True)
 
 
 def _few(items: list[str], what: str, n: int = 8) -> str:
