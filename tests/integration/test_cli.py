@@ -132,3 +132,22 @@ def test_kill_during_training_then_resume(tiny_root, make_config, tmp_path):
     logs = sorted((run / "logs").glob("version_*/metrics.csv"), key=lambda p: int(p.parent.name.split("_")[1]))
     epochs = {int(r["epoch"]) for r in csv.DictReader(logs[-1].open()) if r.get("epoch")}
     assert len(logs) == 2 and min(epochs) >= done
+
+
+def test_print_config_lists_documented_keys(tiny_root, make_config, tmp_path, capsys):
+    cfg = make_config(tmp_path / "c.yaml", tiny_root, tmp_path / "run")
+    with pytest.raises(SystemExit) as exit_info:
+        main(["fit", "--config", str(cfg), "--print_config"])
+    assert exit_info.value.code == 0
+    out = capsys.readouterr().out
+    for key in ("class_path: mmsam.methods.SamLoRA", "ohem_thresh: 0.7", "parts:", "scale_range:", "precision:"):
+        assert key in out
+
+
+def test_bf16_mixed_precision_trains_on_cpu(tiny_root, make_config, tmp_path):
+    cfg = make_config(tmp_path / "c.yaml", tiny_root, tmp_path / "run", trainer__precision="bf16-mixed",
+                      trainer__max_steps=2, model__eval_modality_subsets=[])
+    assert main(["fit", "--config", str(cfg), "--test_after_fit", "false"]) == 0
+    state = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    assert state["global_step"] == 2
+    assert all(torch.isfinite(v).all() for k, v in state["state_dict"].items() if "lora_" in k)
