@@ -115,10 +115,19 @@ def _info(argv: list[str]) -> int:
     p = argparse.ArgumentParser(prog="mmsam info", description="Build the model of a config and print its parameters per group.")
     p.add_argument("--config", required=True, help="the YAML config used for fit")
     ns, rest = p.parse_known_args(argv)
+    import logging
+
+    import lightning.pytorch  # noqa: F401  (sets its loggers' levels on import; override after)
+
+    for name in ("lightning.pytorch", "lightning.fabric"):
+        logging.getLogger(name).setLevel(logging.WARNING)  # no trainer chatter: only the model matters here
     cli = lightning_main(["--config", ns.config, *rest], run=False)
     counts = count_parameters(cli.model)
     method = cli.model.method
-    print(f"method: {type(method).__name__}   modalities: {', '.join(method.modalities)}   classes: {method.num_classes}")
+    backbone = getattr(getattr(method, "backbone", None), "name", "?")
+    share = 100 * counts["trainable"] / max(1, counts["trainable"] + counts["frozen"])
+    print(f"method: {type(method).__name__}   backbone: {backbone}   modalities: {', '.join(method.modalities)}   "
+          f"classes: {method.num_classes}   trainable: {share:.2f}%")
     width = max(len(k) for k in counts)
     for key, value in counts.items():
         print(f"{key:<{width}}  {value:>13,d}  ({value})")
@@ -144,6 +153,9 @@ def _data(argv: list[str]) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    import warnings
+
+    warnings.filterwarnings("ignore", message="LightningCLI's args parameter is intended")
     args = list(sys.argv[1:] if argv is None else argv)
     try:
         if args and args[0] == "data":
