@@ -11,12 +11,15 @@ from mmsam.adapters.inject import (
     unmerge_adapters,
 )
 from mmsam.adapters.layout import ModalityLayout, current_layout, modality_layout
-from mmsam.adapters.lora import LoRAConfig, LoRALinear
+from mmsam.adapters.lora import LoRAConfig, LoRADelta, LoRALinear
+from mmsam.adapters.moe_lora import MoELoRAConfig, MoELoRALinear
 
 register_adapter("lora", config_cls=LoRAConfig, layer_cls=LoRALinear)
+register_adapter("moe_lora", config_cls=MoELoRAConfig, layer_cls=MoELoRALinear)
 
 __all__ = [
-    "AdapterConfig", "AdapterLayer", "LoRAConfig", "LoRALinear", "ModalityLayout",
+    "AdapterConfig", "AdapterLayer", "LoRAConfig", "LoRADelta", "LoRALinear", "MoELoRAConfig", "MoELoRALinear",
+    "ModalityLayout",
     "adapter_layers", "create_adapter_config", "current_layout", "inject_adapters", "list_adapters",
     "merge_adapters", "modality_layout", "register_adapter", "target_module_names", "unmerge_adapters",
 ]

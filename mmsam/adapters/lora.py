@@ -62,19 +62,16 @@ def _slices(out_features: int, parts: list[str] | None) -> list[slice]:
     return [slice(_PARTS.index(p) * d, (_PARTS.index(p) + 1) * d) for p in parts]
 
 
-class LoRALinear(AdapterLayer):
-    """``y = W x + b + s · B A x`` on each chosen output slice; ``B`` starts at zero."""
+class LoRADelta(nn.Module):
+    """The low-rank update ``s · B A x`` of one LoRA, on chosen output slices of a Linear."""
 
-    adapter_layer_names = ("lora_A", "lora_B")
-    supports_merge = True
-
-    def __init__(self, base_layer: nn.Linear, config: LoRAConfig) -> None:
-        super().__init__(base_layer)
-        self.slices = _slices(base_layer.out_features, config.parts)
+    def __init__(self, in_features: int, out_features: int, config: LoRAConfig) -> None:
+        super().__init__()
+        self.out_features = out_features
+        self.slices = _slices(out_features, config.parts)
         self.scaling = config.scaling
-        self.r = config.r
         self.dropout = nn.Dropout(config.dropout) if config.dropout > 0 else nn.Identity()
-        self.lora_A = nn.ModuleList(nn.Linear(base_layer.in_features, config.r, bias=False) for _ in self.slices)
+        self.lora_A = nn.ModuleList(nn.Linear(in_features, config.r, bias=False) for _ in self.slices)
         self.lora_B = nn.ModuleList(nn.Linear(config.r, s.stop - s.start, bias=False) for s in self.slices)
         self.reset_parameters()
 
@@ -83,25 +80,38 @@ class LoRALinear(AdapterLayer):
             nn.init.kaiming_uniform_(a.weight, a=math.sqrt(5))
             nn.init.zeros_(b.weight)
 
-    def delta(self, x: torch.Tensor) -> torch.Tensor:
-        """The low-rank update for input ``x`` (shape ``(..., out_features)``)."""
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = self.dropout(x)
         pieces = [b(a(h)) * self.scaling for a, b in zip(self.lora_A, self.lora_B)]
-        if len(self.slices) == 1 and self.slices[0].stop - self.slices[0].start == self.base_layer.out_features:
+        if len(self.slices) == 1 and self.slices[0].stop - self.slices[0].start == self.out_features:
             return pieces[0]
-        out = x.new_zeros(*x.shape[:-1], self.base_layer.out_features)
+        out = pieces[0].new_zeros(*x.shape[:-1], self.out_features)
         for s, p in zip(self.slices, pieces):
             out[..., s] = p
         return out
 
-    def get_delta_weight(self) -> torch.Tensor:
-        w = torch.zeros_like(self.base_layer.weight)
+    def delta_weight(self, like: torch.Tensor) -> torch.Tensor:
+        w = torch.zeros_like(like)
         for s, a, b in zip(self.slices, self.lora_A, self.lora_B):
             w[s] = (b.weight @ a.weight) * self.scaling
         return w
+
+
+class LoRALinear(AdapterLayer):
+    """``y = W x + b + s · B A x`` on each chosen output slice; ``B`` starts at zero."""
+
+    adapter_layer_names = ("lora",)
+    supports_merge = True
+
+    def __init__(self, base_layer: nn.Linear, config: LoRAConfig) -> None:
+        super().__init__(base_layer)
+        self.lora = LoRADelta(base_layer.in_features, base_layer.out_features, config)
+
+    def get_delta_weight(self) -> torch.Tensor:
+        return self.lora.delta_weight(self.base_layer.weight)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = self.base_layer(x)
         if self.merged:
             return y
-        return y + self.delta(x)
+        return y + self.lora(x)

@@ -80,7 +80,7 @@ def test_zero_init_keeps_output_and_only_lora_trains():
 def test_parts_touch_only_their_slices():
     base = nn.Linear(4, 12)
     layer = LoRALinear(base, LoRAConfig(r=2, parts=["q", "v"]))
-    for b in layer.lora_B:
+    for b in layer.lora.lora_B:
         nn.init.normal_(b.weight)
     x = torch.randn(3, 4)
     d = layer(x) - base(x)
@@ -96,7 +96,7 @@ def test_merge_unmerge_roundtrip(parts, alpha):
     inject_adapters(net, LoRAConfig(r=2, alpha=alpha, parts=parts))
     for m in net.modules():
         if isinstance(m, LoRALinear):
-            for b in m.lora_B:
+            for b in m.lora.lora_B:
                 nn.init.normal_(b.weight)
     x = torch.randn(2, 5, 8)
     y = net(x)
@@ -142,7 +142,7 @@ def test_adapter_file_roundtrip_and_mismatch(tmp_path):
     inject_adapters(net, LoRAConfig(r=2))
     for m in net.modules():
         if isinstance(m, LoRALinear):
-            for b in m.lora_B:
+            for b in m.lora.lora_B:
                 nn.init.normal_(b.weight)
     path = tmp_path / "a.safetensors"
     n = save_trainable(net, path, config={"backbone": "x", "sha256": "abc"})

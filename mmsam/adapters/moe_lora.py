@@ -1,0 +1,62 @@
+"""MoE-LoRA: one LoRA expert per modality on a frozen Linear (MLE-SAM, arXiv 2412.04220).
+
+The modalities of a batch go through the frozen encoder together, stacked modality-outermost;
+each expert updates only its modality's contiguous chunk of the input, read from the current
+:func:`~mmsam.adapters.layout.current_layout`. Same update as LoRA per expert (q and v slices of
+the fused qkv, MLE-SAM Eq. 5; ``../shared/reference/mlesam.md`` §2.2), so a modality's features
+equal a forward with its own LoRA alone, while the encoder still runs once.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from mmsam.adapters.base import AdapterLayer
+from mmsam.adapters.layout import current_layout
+from mmsam.adapters.lora import LoRAConfig, LoRADelta
+
+
+@dataclass
+class MoELoRAConfig(LoRAConfig):
+    """LoRA hyper-parameters plus the expert names (the modalities; filled in by the method)."""
+
+    experts: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        self.adapter_type = "moe_lora"
+        if len(set(self.experts)) != len(self.experts):
+            raise ValueError(f"expert names must be unique, got {self.experts}")
+
+
+class MoELoRALinear(AdapterLayer):
+    """``y_m = W x_m + b + s · B_m A_m x_m`` for the chunk ``x_m`` of each modality ``m``."""
+
+    adapter_layer_names = ("experts",)
+    supports_merge = False  # one weight per modality cannot fold into the single shared W
+
+    def __init__(self, base_layer: nn.Linear, config: MoELoRAConfig) -> None:
+        super().__init__(base_layer)
+        if not config.experts:
+            raise ValueError("MoE-LoRA needs expert names (the modalities); none were given")
+        self.experts = nn.ModuleDict(
+            {name: LoRADelta(base_layer.in_features, base_layer.out_features, config) for name in config.experts}
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.base_layer(x)
+        layout = current_layout()
+        if layout is None:
+            if len(self.experts) != 1:
+                raise RuntimeError(
+                    "MoE-LoRA needs the batch's modality layout: run the encoder inside "
+                    "`with modality_layout(names):` (methods do this for you)"
+                )
+            return y + next(iter(self.experts.values()))(x)
+        unknown = [n for n in layout.names if n not in self.experts]
+        if unknown:
+            raise RuntimeError(f"no MoE-LoRA expert for modalities {unknown}; experts: {list(self.experts)}")
+        deltas = [self.experts[name](chunk) for name, chunk in zip(layout.names, layout.split(x))]
+        return y + torch.cat(deltas, dim=0)
