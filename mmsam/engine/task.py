@@ -34,7 +34,10 @@ class SegmentationTask(pl.LightningModule):
             poly decay, stepped per iteration (MemorySAM / CMNeXt recipe).
         absent_classes: ``"zero"`` (reference protocol) or ``"skip"``; see ``SegmentationMetrics``.
         eval_modality_subsets: extra subsets evaluated in validate/test, e.g. ``[["rgb"], ["rgb", "depth"]]``
-            (the others are removed from the batch, as when those sensors fail).
+            (the others are removed from the batch, as when those sensors fail), or ``"all"`` for every
+            non-empty subset of the trained modalities (the missing-modality robustness table).
+        modality_dropout: training only: each modality of each sample is marked absent with this
+            probability (at least one stays present), so fusion learns to cope with sensor failure.
     """
 
     def __init__(
@@ -54,7 +57,8 @@ class SegmentationTask(pl.LightningModule):
         warmup_ratio: float = 0.1,
         poly_power: float = 0.9,
         absent_classes: Literal["zero", "skip"] = "zero",
-        eval_modality_subsets: list[list[str]] | None = None,
+        eval_modality_subsets: list[list[str]] | Literal["all"] | None = None,
+        modality_dropout: float = 0.0,
     ) -> None:
         super().__init__()
         # modalities / class names come from the data module, whose hparams already hold them
@@ -65,6 +69,10 @@ class SegmentationTask(pl.LightningModule):
         self.modalities = modalities or list(getattr(self.method, "modalities", []))
         self.class_names = class_names or [str(i) for i in range(num_classes)]
         self.loss_fn = build_loss(loss, ignore_index=ignore_index, ohem_thresh=ohem_thresh)
+        if not 0.0 <= modality_dropout < 1.0:
+            raise ConfigError(f"modality_dropout must be in [0, 1), got {modality_dropout}")
+        if eval_modality_subsets == "all":
+            eval_modality_subsets = all_subsets(self.modalities)
         subsets = [list(self.modalities)] + [list(s) for s in (eval_modality_subsets or [])]
         for s in subsets[1:]:
             bad = sorted(set(s) - set(self.modalities))
@@ -85,6 +93,8 @@ class SegmentationTask(pl.LightningModule):
 
     # ---- steps -------------------------------------------------------------------------
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
+        if self.hparams.modality_dropout > 0:
+            batch = drop_modalities(batch, self.hparams.modality_dropout)
         out = self.method(batch)
         label = batch["label"]
         loss = self.loss_fn(out["logits"], label)
@@ -157,6 +167,7 @@ class SegmentationTask(pl.LightningModule):
 
     # ---- helpers -----------------------------------------------------------------------
     def _log_epoch(self, stage: str) -> None:
+        rows = []
         for i, subset in enumerate(self.subsets):
             metric = self.metrics[f"{stage}_{i}"]
             if metric.confmat.sum() == 0 and not self.trainer.sanity_checking:
@@ -183,6 +194,27 @@ def _few(items: list[str], what: str, n: int = 8) -> str:
     return f"{len(items)} {what} key(s) [{', '.join(items[:n])}{more}]; "
 
 
+def all_subsets(modalities: Sequence[str]) -> list[list[str]]:
+    """Every non-empty subset, largest first, each in the trained order."""
+    from itertools import combinations
+
+    return [list(c) for k in range(len(modalities), 0, -1) for c in combinations(modalities, k)]
+
+
+def drop_modalities(batch: dict[str, Any], p: float) -> dict[str, Any]:
+    """Mark each present modality of each sample absent with probability ``p``; one always stays."""
+    names = list(batch["modalities"])
+    b = batch["label"].shape[0]
+    device = batch["label"].device
+    present = torch.stack([batch.get("present", {}).get(n, torch.ones(b, dtype=torch.bool, device=device)).to(device).bool() for n in names])
+    keep = present & (torch.rand(present.shape, device=device) >= p)
+    empty = ~keep.any(0)
+    if bool(empty.any()):  # re-admit one random originally-present modality where all were dropped
+        choice = torch.multinomial(present[:, empty].T.float() + 1e-6, 1).squeeze(1)
+        keep[choice, empty.nonzero().squeeze(1)] = True
+    return {**batch, "present": {n: keep[i] for i, n in enumerate(names)}}
+
+
 def _restrict(batch: dict[str, Any], subset: Sequence[str]) -> dict[str, Any]:
     """The batch as if only ``subset`` of its modalities had been captured."""
     if set(subset) >= set(batch["modalities"]):
@@ -193,6 +225,17 @@ def _restrict(batch: dict[str, Any], subset: Sequence[str]) -> dict[str, Any]:
         "modalities": {m: batch["modalities"][m] for m in keep},
         "present": {m: batch["present"][m] for m in keep if m in batch.get("present", {})},
     }
+
+
+def format_subset_table(stage: str, rows: list[tuple[Sequence[str], dict[str, torch.Tensor]]], modalities: Sequence[str]) -> str:
+    """The missing-modality table: one row per subset of modalities present, mIoU and OA."""
+    width = max(len(m) for m in modalities)
+    head = "  ".join(f"{m:^{width}}" for m in modalities)
+    lines = [f"\n[{stage}] modalities present (x) -> scores", f"{head}  {'mIoU':>6}  {'OA':>6}  {'mF1':>6}"]
+    for subset, scores in rows:
+        marks = "  ".join(f"{'x' if m in subset else '-':^{width}}" for m in modalities)
+        lines.append(f"{marks}  {100 * float(scores['mIoU']):6.2f}  {100 * float(scores['OA']):6.2f}  {100 * float(scores['mF1']):6.2f}")
+    return "\n".join(lines)
 
 
 def format_table(stage: str, subset: Sequence[str], scores: dict[str, torch.Tensor], class_names: Sequence[str]) -> str:

@@ -1,0 +1,116 @@
+"""MLE-SAM: per-modality LoRA experts, a cross-modal router and multi-scale heads.
+
+Zhu et al., "Customize Segment Anything Model for Multi-Modal Semantic Segmentation with Mixture
+of LoRA Experts", arXiv 2412.04220 (spec: ``../shared/reference/mlesam.md``; choices where the
+paper is vague: ``docs/methods/mlesam.md``). Frozen SAM 2 (Hiera-B+ in the paper) or SAM ViT;
+one LoRA expert per modality (MoE-LoRA) on q and v, all modalities in one batched encoder pass;
+per level, the router-weighted feature plus the mean feature over present modalities; SAM's
+decoder adapted to K classes with its high-resolution skips; an auxiliary multi-scale head.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict
+from typing import Any, Literal, Sequence
+
+import torch
+from torch import nn
+
+from mmsam.adapters import MoELoRAConfig, inject_adapters
+from mmsam.backbones import create_backbone
+from mmsam.errors import ConfigError
+from mmsam.fusion import ModalityRouter
+from mmsam.heads import MultiScaleAuxHead, SamDecoderHead, upsample_logits
+from mmsam.methods.base import SegmentationMethod
+from mmsam.methods.registry import register_method
+
+
+@register_method("mlesam")
+class MLESAM(SegmentationMethod):
+    """MoE-LoRA on a frozen SAM / SAM 2 + router + K-class decoder + auxiliary head.
+
+    Args:
+        num_classes, modalities: given by the data module; one expert per modality.
+        backbone: ``sam2_hiera_b+`` in the paper's recipe; any registered backbone works.
+        img_size: encoder input size.
+        checkpoint: official SAM / SAM 2 file, or ``None`` (random weights).
+        lora: expert hyper-parameters (rank 32 on q and v per the spec); ``experts`` is filled
+            with ``modalities``.
+        top_k: router keeps the k best present modalities per image (``None``: all present).
+        router_gate: ``"sigmoid"`` (Eq. 8 as quoted) or ``"none"``.
+        fusion: ``"both"`` (routed + mean, the paper's full model), ``"routed"`` or ``"mean"``
+            (its ablation rows).
+        aux_head: train the auxiliary multi-scale head (loss weight: the task's ``aux_weight``).
+        aux_embed_dim: width of the auxiliary head.
+    """
+
+    def __init__(
+        self,
+        num_classes: int,
+        modalities: Sequence[str],
+        *,
+        backbone: str = "sam2_hiera_b+",
+        img_size: int = 1024,
+        checkpoint: str | None = None,
+        lora: MoELoRAConfig = MoELoRAConfig(r=32, parts=["q", "v"]),
+        top_k: int | None = None,
+        router_gate: Literal["sigmoid", "none"] = "sigmoid",
+        fusion: Literal["both", "routed", "mean"] = "both",
+        aux_head: bool = True,
+        aux_embed_dim: int = 128,
+    ) -> None:
+        super().__init__(num_classes, modalities)
+        if fusion not in ("both", "routed", "mean"):
+            raise ConfigError(f"fusion must be 'both', 'routed' or 'mean', got {fusion!r}")
+        opts = {k: v for k, v in asdict(lora).items() if k not in ("adapter_type", "experts")}
+        lora = MoELoRAConfig(**opts, experts=list(self.modalities))
+        self.backbone = create_backbone(backbone, img_size=img_size, checkpoint=checkpoint)
+        self.backbone.requires_grad_(False)
+        self.adapted_modules = inject_adapters(self.backbone.image_encoder, lora)
+        decoder, prompt_encoder = self.backbone.mask_decoder, self.backbone.prompt_encoder
+        del self.backbone.mask_decoder  # the head owns it now
+        self.head = SamDecoderHead(
+            decoder, prompt_encoder, num_classes, no_mem_embed=getattr(self.backbone, "no_mem_embed", None)
+        )
+        levels = len(self.backbone.feature_strides)
+        channels = self.backbone.embed_dim
+        self.router = ModalityRouter(channels, levels, top_k=top_k, gate=router_gate) if fusion != "mean" else None
+        self.aux_head = MultiScaleAuxHead(channels, levels, num_classes, embed_dim=aux_embed_dim) if aux_head else None
+        self.fusion = fusion
+        self.img_size = img_size
+        self.train()
+
+    def forward_features(self, batch: dict[str, Any]) -> dict[str, Any]:
+        levels, names, present = self.encode(self.backbone, batch)
+        fused: list[torch.Tensor] = []
+        weights: list[torch.Tensor] = []
+        if self.router is not None:
+            routed, weights = self.router(levels, present)
+        for i, level in enumerate(levels):
+            mean = self.mean_fusion(level, present)
+            if self.fusion == "both":
+                fused.append(routed[i] + mean)
+            elif self.fusion == "routed":
+                fused.append(routed[i])
+            else:
+                fused.append(mean)
+        return {"levels": fused, "router_weights": weights, "names": names}
+
+    def forward_head(self, features: dict[str, Any], size: torch.Size) -> dict[str, Any]:
+        levels = features["levels"]
+        out: dict[str, Any] = {
+            "logits": upsample_logits(self.head(levels), tuple(size)),
+            "router_weights": dict(zip(features["names"], torch.stack(features["router_weights"]).unbind(1)))
+            if features["router_weights"]
+            else {},
+        }
+        if self.aux_head is not None and self.training:
+            out["aux"] = {"multiscale": upsample_logits(self.aux_head(levels), tuple(size))}
+        return out
+
+    def param_groups(self) -> dict[str, list[nn.Parameter]]:
+        adapters = [p for p in self.backbone.parameters() if p.requires_grad]
+        fusion = [p for p in self.router.parameters()] if self.router is not None else []
+        heads = [p for p in self.head.parameters() if p.requires_grad]
+        if self.aux_head is not None:
+            heads += list(self.aux_head.parameters())
+        return {"adapters": adapters, "fusion": fusion, "heads": heads}
