@@ -178,8 +178,11 @@ class SegmentationTask(pl.LightningModule):
             suffix = "" if i == 0 else f"@{subset_key(subset)}"
             for key in ("mIoU", "OA", "mAcc", "mF1"):
                 self.log(f"{stage}/{key}{suffix}", scores[key] * 100, prog_bar=(key == "mIoU" and i == 0), sync_dist=False)
-            if not self.trainer.sanity_checking and self.trainer.state.fn != "fit":  # tables for validate/test only
+            rows.append((subset, scores))
+            if i == 0 and not self.trainer.sanity_checking and self.trainer.state.fn != "fit":  # validate/test only
                 _print(format_table(stage, subset, scores, self.class_names))
+        if len(rows) > 1 and not self.trainer.sanity_checking and self.trainer.state.fn != "fit":
+            _print(format_subset_table(stage, rows, self.modalities))
 
 
 @rank_zero_only

@@ -151,3 +151,22 @@ def test_bf16_mixed_precision_trains_on_cpu(tiny_root, make_config, tmp_path):
     state = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
     assert state["global_step"] == 2
     assert all(torch.isfinite(v).all() for k, v in state["state_dict"].items() if "lora_" in k)
+
+
+@pytest.mark.parametrize("method", ["mmsam.methods.SamLoRA", "mmsam.methods.MLESAM"])
+def test_missing_modality_table_for_every_method(tiny_root, make_config, tmp_path, capsys, method):
+    init = {"backbone": "sam2_hiera_micro", "img_size": 64}
+    if method.endswith("MLESAM"):
+        init["lora"] = {"r": 2, "parts": ["q", "v"]}
+    cfg = make_config(tmp_path / "c.yaml", tiny_root, tmp_path / "run", trainer__max_steps=2,
+                      model__method={"class_path": method, "init_args": init},
+                      model__eval_modality_subsets="all", model__modality_dropout=0.3)
+    assert main(["fit", "--config", str(cfg), "--test_after_fit", "false"]) == 0
+    capsys.readouterr()
+    assert main(["test", "--config", str(cfg), "--ckpt_path", str(tmp_path / "run/checkpoints/last.ckpt")]) == 0
+    out = capsys.readouterr().out
+    table = out[out.index("[test] modalities present (x)"):].splitlines()[1:]
+    rows = [r for r in table[1:] if re.match(r"^\s*[x-]\s", r)]
+    assert len(rows) == 15  # every non-empty subset of 4 modalities
+    assert rows[0].split()[:4] == ["x", "x", "x", "x"] and sum(r.split()[:4] == ["x", "-", "-", "-"] for r in rows) == 1
+    assert all(re.search(r"\d+\.\d\d\s+\d+\.\d\d\s+\d+\.\d\d$", r) for r in rows)
