@@ -28,8 +28,15 @@ def _loggers(root: Path) -> list[Any]:
 
 
 def _make_cli_class() -> type:
+    from jsonargparse import set_parsing_settings
     from lightning.pytorch.callbacks import ModelCheckpoint
     from lightning.pytorch.cli import LightningCLI
+
+    from mmsam.adapters import LoRAConfig
+
+    # a method's `lora:` takes plain LoRA keys, or `class_path` + `init_args` of any LoRA-family
+    # config (e.g. Conv-LoRA) — adapters compose with methods by config alone
+    set_parsing_settings(subclasses_enabled=[LoRAConfig])
 
     from mmsam.data.datamodule import MultiModalDataModule
     from mmsam.engine import ColorMaskWriter, SegmentationTask

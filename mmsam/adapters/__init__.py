@@ -3,6 +3,7 @@ from mmsam.adapters.base import AdapterConfig, AdapterLayer
 from mmsam.adapters.inject import (
     adapter_layers,
     create_adapter_config,
+    delta_class,
     inject_adapters,
     list_adapters,
     merge_adapters,
@@ -14,12 +15,12 @@ from mmsam.adapters.layout import ModalityLayout, current_layout, modality_layou
 from mmsam.adapters.lora import LoRAConfig, LoRADelta, LoRALinear
 from mmsam.adapters.moe_lora import MoELoRAConfig, MoELoRALinear
 
-register_adapter("lora", config_cls=LoRAConfig, layer_cls=LoRALinear)
+register_adapter("lora", config_cls=LoRAConfig, layer_cls=LoRALinear, delta_cls=LoRADelta)
 register_adapter("moe_lora", config_cls=MoELoRAConfig, layer_cls=MoELoRALinear)
 
 __all__ = [
     "AdapterConfig", "AdapterLayer", "LoRAConfig", "LoRADelta", "LoRALinear", "MoELoRAConfig", "MoELoRALinear",
     "ModalityLayout",
-    "adapter_layers", "create_adapter_config", "current_layout", "inject_adapters", "list_adapters",
+    "adapter_layers", "create_adapter_config", "delta_class", "current_layout", "inject_adapters", "list_adapters",
     "merge_adapters", "modality_layout", "register_adapter", "target_module_names", "unmerge_adapters",
 ]

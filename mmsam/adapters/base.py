@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 import torch
 from torch import nn
@@ -21,7 +22,7 @@ class AdapterConfig:
     target_modules: str | list[str] = field(default_factory=lambda: ["attn.qkv"])
     exclude_modules: str | list[str] | None = None
     blocks: list[int] | None = None
-    adapter_type: str = field(default="", init=False)
+    adapter_type: ClassVar[str] = ""  # the registry key of the adapter; set by each subclass
 
 
 class AdapterLayer(nn.Module):

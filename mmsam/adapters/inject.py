@@ -16,6 +16,7 @@ class _AdapterType:
     config_cls: type[AdapterConfig]
     layer_cls: type[AdapterLayer]
     base_types: tuple[type[nn.Module], ...]
+    delta_cls: type[nn.Module] | None
 
 
 _ADAPTERS: dict[str, _AdapterType] = {}
@@ -27,11 +28,27 @@ def register_adapter(
     config_cls: type[AdapterConfig],
     layer_cls: type[AdapterLayer],
     base_types: tuple[type[nn.Module], ...] = (nn.Linear,),
+    delta_cls: type[nn.Module] | None = None,
 ) -> None:
-    """Make an adapter type available to configs under ``name`` (lower case, unique)."""
+    """Make an adapter type available to configs under ``name`` (lower case, unique).
+
+    ``delta_cls(in_features, out_features, config)`` is the adapter's update alone (no base
+    layer); giving it lets the adapter serve as a per-modality expert inside MoE-LoRA.
+    """
     if name != name.lower() or name in _ADAPTERS:
         raise ValueError(f"adapter name {name!r} must be lower case and not yet registered")
-    _ADAPTERS[name] = _AdapterType(config_cls, layer_cls, base_types)
+    if config_cls.adapter_type != name:
+        raise ValueError(f"{config_cls.__name__}.adapter_type is {config_cls.adapter_type!r}, registered as {name!r}")
+    _ADAPTERS[name] = _AdapterType(config_cls, layer_cls, base_types, delta_cls)
+
+
+def delta_class(config: AdapterConfig) -> type[nn.Module]:
+    """The update module of ``config``'s adapter type (for use as a MoE expert)."""
+    kind = _ADAPTERS.get(config.adapter_type)
+    if kind is None or kind.delta_cls is None:
+        usable = [n for n, k in _ADAPTERS.items() if k.delta_cls is not None]
+        raise ConfigError(f"adapter {config.adapter_type!r} cannot be a per-modality expert; usable: {usable}")
+    return kind.delta_cls
 
 
 def list_adapters() -> list[str]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 from torch import nn
@@ -32,13 +33,13 @@ class LoRAConfig(AdapterConfig):
             (``["q", "v"]`` as in the SAM-LoRA papers); ``None`` adapts the whole output.
     """
 
+    adapter_type: ClassVar[str] = "lora"
     r: int = 4
     alpha: float | None = None
     dropout: float = 0.0
     parts: list[str] | None = None
 
     def __post_init__(self) -> None:
-        self.adapter_type = "lora"
         if self.r < 1:
             raise ValueError(f"LoRA rank r must be >= 1, got {self.r}")
         if not 0.0 <= self.dropout < 1.0:

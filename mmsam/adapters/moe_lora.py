@@ -2,31 +2,36 @@
 
 The modalities of a batch go through the frozen encoder together, stacked modality-outermost;
 each expert updates only its modality's contiguous chunk of the input, read from the current
-:func:`~mmsam.adapters.layout.current_layout`. Same update as LoRA per expert (q and v slices of
-the fused qkv, MLE-SAM Eq. 5; ``../shared/reference/mlesam.md`` §2.2), so a modality's features
-equal a forward with its own LoRA alone, while the encoder still runs once.
+:func:`~mmsam.adapters.layout.current_layout`. Each expert is the update of any registered
+LoRA-family adapter (plain LoRA on the q and v slices of the fused qkv as in MLE-SAM Eq. 5,
+``../shared/reference/mlesam.md`` §2.2, or e.g. Conv-LoRA), so a modality's features equal a
+forward with its own adapter alone, while the encoder still runs once.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 import torch
 from torch import nn
 
-from mmsam.adapters.base import AdapterLayer
+from mmsam.adapters.base import AdapterConfig, AdapterLayer
 from mmsam.adapters.layout import current_layout
-from mmsam.adapters.lora import LoRAConfig, LoRADelta
+from mmsam.adapters.lora import LoRAConfig
 
 
 @dataclass
-class MoELoRAConfig(LoRAConfig):
-    """LoRA hyper-parameters plus the expert names (the modalities; filled in by the method)."""
+class MoELoRAConfig(AdapterConfig):
+    """Per-modality experts: ``expert`` is each expert's adapter config, ``experts`` their names.
 
+    Where to inject (``target_modules``, ``exclude_modules``, ``blocks``) is this config's own.
+    """
+
+    adapter_type: ClassVar[str] = "moe_lora"
+    expert: LoRAConfig = field(default_factory=lambda: LoRAConfig(r=32, parts=["q", "v"]))
     experts: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
-        super().__post_init__()
-        self.adapter_type = "moe_lora"
         if len(set(self.experts)) != len(self.experts):
             raise ValueError(f"expert names must be unique, got {self.experts}")
 
@@ -41,8 +46,11 @@ class MoELoRALinear(AdapterLayer):
         super().__init__(base_layer)
         if not config.experts:
             raise ValueError("MoE-LoRA needs expert names (the modalities); none were given")
+        from mmsam.adapters.inject import delta_class
+
+        delta = delta_class(config.expert)
         self.experts = nn.ModuleDict(
-            {name: LoRADelta(base_layer.in_features, base_layer.out_features, config) for name in config.experts}
+            {name: delta(base_layer.in_features, base_layer.out_features, config.expert) for name in config.experts}
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

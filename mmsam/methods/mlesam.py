@@ -9,13 +9,13 @@ decoder adapted to K classes with its high-resolution skips; an auxiliary multi-
 """
 from __future__ import annotations
 
-from dataclasses import asdict
+import copy
 from typing import Any, Literal, Sequence
 
 import torch
 from torch import nn
 
-from mmsam.adapters import MoELoRAConfig, inject_adapters
+from mmsam.adapters import LoRAConfig, MoELoRAConfig, inject_adapters
 from mmsam.backbones import create_backbone
 from mmsam.errors import ConfigError
 from mmsam.fusion import ModalityRouter
@@ -33,8 +33,9 @@ class MLESAM(SegmentationMethod):
         backbone: ``sam2_hiera_b+`` in the paper's recipe; any registered backbone works.
         img_size: encoder input size.
         checkpoint: official SAM / SAM 2 file, or ``None`` (random weights).
-        lora: expert hyper-parameters (rank 32 on q and v per the spec); ``experts`` is filled
-            with ``modalities``.
+        lora: each modality expert's adapter config (LoRA of rank 32 on q and v per the spec;
+            any LoRA-family config, e.g. Conv-LoRA, via ``class_path``); where it is injected
+            comes from its ``target_modules`` / ``exclude_modules`` / ``blocks``.
         top_k: router keeps the k best present modalities per image (``None``: all present).
         router_gate: ``"sigmoid"`` (Eq. 8 as quoted) or ``"none"``.
         fusion: ``"both"`` (routed + mean, the paper's full model), ``"routed"`` or ``"mean"``
@@ -51,7 +52,7 @@ class MLESAM(SegmentationMethod):
         backbone: str = "sam2_hiera_b+",
         img_size: int = 1024,
         checkpoint: str | None = None,
-        lora: MoELoRAConfig = MoELoRAConfig(r=32, parts=["q", "v"]),
+        lora: LoRAConfig = LoRAConfig(r=32, parts=["q", "v"]),
         top_k: int | None = None,
         router_gate: Literal["sigmoid", "none"] = "sigmoid",
         fusion: Literal["both", "routed", "mean"] = "both",
@@ -61,11 +62,16 @@ class MLESAM(SegmentationMethod):
         super().__init__(num_classes, modalities)
         if fusion not in ("both", "routed", "mean"):
             raise ConfigError(f"fusion must be 'both', 'routed' or 'mean', got {fusion!r}")
-        opts = {k: v for k, v in asdict(lora).items() if k not in ("adapter_type", "experts")}
-        lora = MoELoRAConfig(**opts, experts=list(self.modalities))
+        moe = MoELoRAConfig(
+            target_modules=lora.target_modules,
+            exclude_modules=lora.exclude_modules,
+            blocks=lora.blocks,
+            expert=copy.deepcopy(lora),
+            experts=list(self.modalities),
+        )
         self.backbone = create_backbone(backbone, img_size=img_size, checkpoint=checkpoint)
         self.backbone.requires_grad_(False)
-        self.adapted_modules = inject_adapters(self.backbone.image_encoder, lora)
+        self.adapted_modules = inject_adapters(self.backbone.image_encoder, moe)
         decoder, prompt_encoder = self.backbone.mask_decoder, self.backbone.prompt_encoder
         del self.backbone.mask_decoder  # the head owns it now
         self.head = SamDecoderHead(

@@ -8,7 +8,7 @@ the backbone's own mask decoder adapted to K classes.
 """
 from __future__ import annotations
 
-from dataclasses import asdict
+import copy
 from typing import Any, Sequence
 
 import torch
@@ -33,7 +33,8 @@ class SamLoRA(SegmentationMethod):
         img_size: encoder input size (a multiple of 16 for SAM, 32 for SAM 2).
         checkpoint: official checkpoint file (``sam_vit_b_01ec64.pth``, ``sam2.1_hiera_tiny.pt``…);
             ``None`` keeps random weights (tests, the demo).
-        lora: where and how LoRA is injected.
+        lora: where and how the shared adapter is injected: a ``LoRAConfig`` or any LoRA-family
+            config (e.g. Conv-LoRA) given by ``class_path``.
     """
 
     def __init__(
@@ -47,7 +48,7 @@ class SamLoRA(SegmentationMethod):
         lora: LoRAConfig = LoRAConfig(r=4, parts=["q", "v"]),
     ) -> None:
         super().__init__(num_classes, modalities)
-        lora = LoRAConfig(**{k: v for k, v in asdict(lora).items() if k != "adapter_type"})  # private copy
+        lora = copy.deepcopy(lora)  # a private copy: the default instance is shared
         self.backbone = create_backbone(backbone, img_size=img_size, checkpoint=checkpoint)
         self.backbone.requires_grad_(False)
         self.adapted_modules = inject_adapters(self.backbone.image_encoder, lora)

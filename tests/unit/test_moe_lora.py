@@ -2,7 +2,7 @@ import pytest
 import torch
 from torch import nn
 
-from mmsam.adapters import MoELoRAConfig, MoELoRALinear, inject_adapters, merge_adapters, modality_layout
+from mmsam.adapters import LoRAConfig, MoELoRAConfig, MoELoRALinear, inject_adapters, merge_adapters, modality_layout
 from mmsam.backbones import create_backbone
 
 
@@ -20,7 +20,7 @@ def test_batched_pass_equals_each_expert_alone(backbone):
     enc = create_backbone(backbone, img_size=64).eval()
     enc.requires_grad_(False)
     names = ["rgb", "depth", "event"]
-    inject_adapters(enc.image_encoder, MoELoRAConfig(r=2, parts=["q", "v"], experts=names))
+    inject_adapters(enc.image_encoder, MoELoRAConfig(expert=LoRAConfig(r=2, parts=["q", "v"]), experts=names))
     _randomise(enc)
     x = {n: torch.randn(2, 3, 64, 64) for n in names}
     with torch.no_grad(), modality_layout(names):
@@ -39,7 +39,7 @@ def test_batched_pass_equals_each_expert_alone(backbone):
 def test_gradients_reach_only_the_experts_of_present_modalities():
     enc = create_backbone("sam_vit_tiny", img_size=64)
     enc.requires_grad_(False)
-    inject_adapters(enc.image_encoder, MoELoRAConfig(r=2, parts=["q", "v"], experts=["rgb", "depth", "lidar"]))
+    inject_adapters(enc.image_encoder, MoELoRAConfig(expert=LoRAConfig(r=2, parts=["q", "v"]), experts=["rgb", "depth", "lidar"]))
     _randomise(enc)
     with modality_layout(["rgb", "lidar"]):
         enc(torch.randn(4, 3, 64, 64))[0].sum().backward()
@@ -51,7 +51,7 @@ def test_gradients_reach_only_the_experts_of_present_modalities():
 
 
 def test_moe_lora_errors():
-    layer = MoELoRALinear(nn.Linear(4, 12), MoELoRAConfig(r=2, parts=["q", "v"], experts=["a", "b"]))
+    layer = MoELoRALinear(nn.Linear(4, 12), MoELoRAConfig(expert=LoRAConfig(r=2, parts=["q", "v"]), experts=["a", "b"]))
     with pytest.raises(RuntimeError, match="modality layout"):
         layer(torch.randn(2, 4))
     with modality_layout(["a", "c"]), pytest.raises(RuntimeError, match=r"no MoE-LoRA expert for modalities \['c'\]"):
