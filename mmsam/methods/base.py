@@ -6,9 +6,11 @@ from typing import Any, Sequence
 import torch
 from torch import nn
 
-from mmsam.adapters import modality_layout
+from mmsam.adapters import AdapterConfig, inject_adapters, modality_layout
+from mmsam.backbones import create_backbone
 from mmsam.data.modalities import get_modality
 from mmsam.errors import ConfigError
+from mmsam.heads import SamDecoderHead
 
 
 class SegmentationMethod(nn.Module):
@@ -28,6 +30,30 @@ class SegmentationMethod(nn.Module):
             get_modality(m)  # ConfigError naming the unknown modality and the known ones
         self.num_classes = num_classes
         self.modalities = tuple(modalities)
+
+    def build_frozen_sam(self, backbone: str, *, img_size: int, checkpoint: str | None, adapter: AdapterConfig) -> None:
+        """Build the frozen backbone, inject ``adapter`` and hand its decoder to a K-class head.
+
+        Sets ``self.backbone``, ``self.adapted_modules``, ``self.head`` and ``self.img_size``.
+        """
+        self.backbone = create_backbone(backbone, img_size=img_size, checkpoint=checkpoint)
+        self.backbone.requires_grad_(False)
+        self.adapted_modules = inject_adapters(self.backbone.image_encoder, adapter)
+        decoder, prompt_encoder = self.backbone.mask_decoder, self.backbone.prompt_encoder
+        del self.backbone.mask_decoder  # the head owns it now
+        self.head = SamDecoderHead(
+            decoder, prompt_encoder, self.num_classes, no_mem_embed=getattr(self.backbone, "no_mem_embed", None)
+        )
+        self.img_size = img_size
+
+    def check_input_size(self, batch: dict[str, Any]) -> None:
+        """SAM's absolute position embedding fixes the input size: say so before torch does."""
+        size = tuple(next(iter(batch["modalities"].values())).shape[-2:])
+        if self.backbone.family == "sam" and size != (self.img_size, self.img_size):
+            raise ConfigError(
+                f"images are {size[0]}x{size[1]} but the SAM encoder was built for img_size={self.img_size}; "
+                "set the data's train_size/eval_size to the model's img_size"
+            )
 
     def stack_modalities(self, batch: dict[str, Any]) -> tuple[torch.Tensor, tuple[str, ...], torch.Tensor]:
         """Stack the modalities present in at least one sample, modality outermost.

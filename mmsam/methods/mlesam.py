@@ -15,11 +15,10 @@ from typing import Any, Literal, Sequence
 import torch
 from torch import nn
 
-from mmsam.adapters import LoRAConfig, MoELoRAConfig, inject_adapters
-from mmsam.backbones import create_backbone
+from mmsam.adapters import LoRAConfig, MoELoRAConfig
 from mmsam.errors import ConfigError
 from mmsam.fusion import ModalityRouter
-from mmsam.heads import MultiScaleAuxHead, SamDecoderHead, upsample_logits
+from mmsam.heads import MultiScaleAuxHead, upsample_logits
 from mmsam.methods.base import SegmentationMethod
 from mmsam.methods.registry import register_method
 
@@ -69,23 +68,16 @@ class MLESAM(SegmentationMethod):
             expert=copy.deepcopy(lora),
             experts=list(self.modalities),
         )
-        self.backbone = create_backbone(backbone, img_size=img_size, checkpoint=checkpoint)
-        self.backbone.requires_grad_(False)
-        self.adapted_modules = inject_adapters(self.backbone.image_encoder, moe)
-        decoder, prompt_encoder = self.backbone.mask_decoder, self.backbone.prompt_encoder
-        del self.backbone.mask_decoder  # the head owns it now
-        self.head = SamDecoderHead(
-            decoder, prompt_encoder, num_classes, no_mem_embed=getattr(self.backbone, "no_mem_embed", None)
-        )
+        self.build_frozen_sam(backbone, img_size=img_size, checkpoint=checkpoint, adapter=moe)
         levels = len(self.backbone.feature_strides)
         channels = self.backbone.embed_dim
         self.router = ModalityRouter(channels, levels, top_k=top_k, gate=router_gate) if fusion != "mean" else None
         self.aux_head = MultiScaleAuxHead(channels, levels, num_classes, embed_dim=aux_embed_dim) if aux_head else None
         self.fusion = fusion
-        self.img_size = img_size
         self.train()
 
     def forward_features(self, batch: dict[str, Any]) -> dict[str, Any]:
+        self.check_input_size(batch)
         levels, names, present = self.encode(self.backbone, batch)
         fused: list[torch.Tensor] = []
         weights: list[torch.Tensor] = []

@@ -14,10 +14,8 @@ from typing import Any, Sequence
 import torch
 from torch import nn
 
-from mmsam.adapters import LoRAConfig, inject_adapters
-from mmsam.backbones import create_backbone
-from mmsam.errors import ConfigError
-from mmsam.heads import SamDecoderHead, upsample_logits
+from mmsam.adapters import LoRAConfig
+from mmsam.heads import upsample_logits
 from mmsam.methods.base import SegmentationMethod
 from mmsam.methods.registry import register_method
 
@@ -48,25 +46,12 @@ class SamLoRA(SegmentationMethod):
         lora: LoRAConfig = LoRAConfig(r=4, parts=["q", "v"]),
     ) -> None:
         super().__init__(num_classes, modalities)
-        lora = copy.deepcopy(lora)  # a private copy: the default instance is shared
-        self.backbone = create_backbone(backbone, img_size=img_size, checkpoint=checkpoint)
-        self.backbone.requires_grad_(False)
-        self.adapted_modules = inject_adapters(self.backbone.image_encoder, lora)
-        decoder, prompt_encoder = self.backbone.mask_decoder, self.backbone.prompt_encoder
-        del self.backbone.mask_decoder  # the head owns it now
-        self.head = SamDecoderHead(
-            decoder, prompt_encoder, num_classes, no_mem_embed=getattr(self.backbone, "no_mem_embed", None)
-        )
-        self.img_size = img_size
+        # a private copy: the default instance is shared between calls
+        self.build_frozen_sam(backbone, img_size=img_size, checkpoint=checkpoint, adapter=copy.deepcopy(lora))
         self.train()  # official builders return eval-mode modules; LoRA dropout must follow the task's mode
 
     def forward_features(self, batch: dict[str, Any]) -> list[torch.Tensor]:
-        size = tuple(next(iter(batch["modalities"].values())).shape[-2:])
-        if self.backbone.family == "sam" and size != (self.img_size, self.img_size):
-            raise ConfigError(
-                f"images are {size[0]}x{size[1]} but the SAM encoder was built for img_size={self.img_size}; "
-                "set the data's train_size/eval_size to the model's img_size"
-            )
+        self.check_input_size(batch)
         levels, _, present = self.encode(self.backbone, batch)
         return [self.mean_fusion(f, present) for f in levels]
 
