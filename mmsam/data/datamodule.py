@@ -23,8 +23,10 @@ class MultiModalDataModule(L.LightningDataModule):
 
     Args:
         dataset: registered dataset name (``mmsam.data.datasets.list_datasets()``).
-        root: dataset root in the benchmark's own layout.
-        modalities: modality names, in the order the batch lists them.
+        root: dataset root in the benchmark's own layout (default
+            ``data/synthetic_<dataset>``).
+        modalities: modality names, in the order the batch lists them (default: the
+            dataset's own, e.g. rgb/depth/event/lidar for DELIVER, rgb/aolp/dolp/nir for MCubeS).
         train_size: training crop size (square).
         eval_size: evaluation resize (square).
         scale_range: random rescale range of the training crop.
@@ -37,7 +39,8 @@ class MultiModalDataModule(L.LightningDataModule):
         synth_num_test: synthetic test samples.
         synth_size: synthetic image side in pixels.
         synth_seed: synthetic generator seed.
-        conditions: keep only these conditions (DELIVER: cloud, fog, night, rain, sun).
+        conditions: keep only these conditions (DELIVER: cloud, fog, night, rain, sun;
+            MUSES: clear, fog, rain, snow, day, night or pairs such as ``fog_night``).
         cases: keep only these cases (DELIVER: a condition, a failure such as
             ``motionblur``, or ``normal``).
         missing_modalities: modalities zeroed with ``present`` False in val/test/predict.
@@ -49,8 +52,8 @@ class MultiModalDataModule(L.LightningDataModule):
     def __init__(
         self,
         dataset: str = "deliver",
-        root: str = "data/synthetic_deliver",
-        modalities: Sequence[str] = ("rgb", "depth", "event", "lidar"),
+        root: Optional[str] = None,
+        modalities: Optional[Sequence[str]] = None,
         train_size: int = 1024,
         eval_size: int = 1024,
         scale_range: tuple[float, float] = (0.5, 2.0),
@@ -73,7 +76,8 @@ class MultiModalDataModule(L.LightningDataModule):
         super().__init__()
         self.save_hyperparameters()
         self.entry = get_dataset_entry(dataset)
-        self.modalities = validate_modalities(list(modalities))
+        self.modalities = validate_modalities(
+            list(self.entry.default_modalities if modalities is None else modalities))
         self.missing_modalities = tuple(missing_modalities)
         unknown = [m for m in self.missing_modalities if m not in self.modalities]
         if unknown:
@@ -88,7 +92,7 @@ class MultiModalDataModule(L.LightningDataModule):
                 raise ConfigError(f"{name} must be >= 1, got {value}")
         if num_workers < 0:
             raise ConfigError(f"num_workers must be >= 0, got {num_workers}")
-        self.root = Path(root)
+        self.root = Path(root if root is not None else f"data/synthetic_{dataset}")
         self.datasets: dict[str, Dataset] = {}
 
     # -- metadata --------------------------------------------------------------------------

@@ -9,7 +9,9 @@ mean/std. Adding a modality (thermal, NIR, ...) is one call::
 
 Datasets call :meth:`ModalitySpec.load` (reader + to_three, as a 3xHxW tensor in [0, 1]),
 run the joint transforms on that, and only then :meth:`ModalitySpec.normalize`, so padding
-and resizing happen on raw intensities as in DELIVER's reference pipeline.
+and resizing happen on raw intensities as in DELIVER's reference pipeline. (Exceptions to
+[0, 1]: MCubeS AoLP is [sin, cos, sin] in [-1, 1]; the MUSES SDK projections are in their
+physical units, metres and counts, as CAFuser feeds them.)
 """
 from __future__ import annotations
 
@@ -48,13 +50,15 @@ def check_finite(array: np.ndarray, path: PathLike = "<array>") -> np.ndarray:
 def read_image(path: PathLike) -> np.ndarray:
     """Read an image file (PNG, TIFF, ...) to an HxWxC array of uint8, uint16 or float32.
 
-    Palette images are expanded to RGB. 16-bit grey PNGs stay uint16; 32-bit float TIFFs
+    Palette images are expanded to RGB. 16-bit PNGs (grey or colour) stay uint16; 32-bit float TIFFs
     stay float32 and are checked for NaN/inf. Raises DataError naming the file when it is
     missing, cannot be decoded (truncated or corrupt) or has an unsupported pixel type.
     """
     p = Path(path)
     if not p.is_file():
         raise DataError(f"{p}: file not found")
+    if _is_16bit_colour_png(p):  # PIL would keep only the high byte of each sample
+        return _read_png16(p)
     try:
         with Image.open(p) as img:
             img.load()
@@ -81,6 +85,135 @@ def read_image(path: PathLike) -> np.ndarray:
     if arr.ndim == 2:
         arr = arr[:, :, None]
     return check_finite(arr, p)
+
+
+def _is_16bit_colour_png(path: Path) -> bool:
+    """True for a PNG whose IHDR says 16 bits per sample with colour (RGB/RGBA/grey+alpha)."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(26)
+    except OSError:
+        return False
+    return (len(head) == 26 and head[:8] == b"\x89PNG\r\n\x1a\n" and head[12:16] == b"IHDR"
+            and head[24] == 16 and head[25] in (2, 4, 6))
+
+
+def _read_png16(path: Path) -> np.ndarray:
+    """Decode a 16-bit colour PNG to HxWxC uint16 (torchvision keeps all 16 bits)."""
+    from torchvision.io import ImageReadMode, decode_png
+
+    try:
+        data = torch.frombuffer(bytearray(path.read_bytes()), dtype=torch.uint8)
+        arr = decode_png(data, ImageReadMode.UNCHANGED).permute(1, 2, 0).numpy()
+    except Exception as exc:
+        raise DataError(f"{path}: cannot decode image ({type(exc).__name__}: {exc})") from exc
+    return np.ascontiguousarray(arr.astype(np.uint16))
+
+
+def read_npy(path: PathLike) -> np.ndarray:
+    """Read a ``.npy`` array of one HxW (or HxWx1) plane as HxWx1 float32.
+
+    Raises DataError naming the file when it is missing, not a valid ``.npy`` file, not
+    numeric, not 2-D, or holds NaN/inf (as MCubeS' AoLP/DoLP arrays must not).
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise DataError(f"{p}: file not found")
+    try:
+        arr = np.load(p, allow_pickle=False)
+    except Exception as exc:
+        raise DataError(f"{p}: cannot read .npy array ({type(exc).__name__}: {exc})") from exc
+    if not isinstance(arr, np.ndarray) or not (np.issubdtype(arr.dtype, np.floating)
+                                               or np.issubdtype(arr.dtype, np.integer)):
+        raise DataError(f"{p}: expected a numeric array, got {getattr(arr, 'dtype', type(arr))}")
+    if arr.ndim == 3 and arr.shape[2] == 1:
+        arr = arr[:, :, 0]
+    if arr.ndim != 2:
+        raise DataError(f"{p}: expected an HxW array, got shape {tuple(arr.shape)}")
+    check_finite(arr, p)
+    return np.ascontiguousarray(arr.astype(np.float32))[:, :, None]
+
+
+def npy_shape(path: PathLike) -> tuple[int, ...]:
+    """Shape of a ``.npy`` array from its header only; DataError naming the file otherwise."""
+    p = Path(path)
+    if not p.is_file():
+        raise DataError(f"{p}: file not found")
+    try:
+        with open(p, "rb") as f:
+            version = np.lib.format.read_magic(f)
+            read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                           else np.lib.format.read_array_header_2_0)
+            shape, _, _ = read_header(f)
+    except Exception as exc:
+        raise DataError(f"{p}: cannot read .npy header ({type(exc).__name__}: {exc})") from exc
+    return tuple(int(s) for s in shape)
+
+
+def sibling_path(path: PathLike, folder_from: str, folder_to: str) -> Path:
+    """``<root>/<folder_from>/<name>`` -> ``<root>/<folder_to>/<name>`` (same file name)."""
+    p = Path(path)
+    if p.parent.name != folder_from:
+        raise DataError(f"{p}: expected a file inside a {folder_from!r} folder")
+    return p.parent.parent / folder_to / p.name
+
+
+def read_aolp(path: PathLike) -> np.ndarray:
+    """MCubeS AoLP: ``polL_aolp_sin/<stem>.npy`` plus its ``polL_aolp_cos`` twin -> HxWx2.
+
+    ``path`` is the sine file; the cosine file has the same name in the sibling folder.
+    """
+    sin = read_npy(path)
+    cos_path = sibling_path(path, "polL_aolp_sin", "polL_aolp_cos")
+    cos = read_npy(cos_path)
+    if cos.shape != sin.shape:
+        raise DataError(f"{cos_path}: AoLP cosine is {cos.shape[0]}x{cos.shape[1]} (HxW) but the "
+                        f"sine {Path(path).name} is {sin.shape[0]}x{sin.shape[1]}")
+    return np.concatenate([sin, cos], axis=2)
+
+
+def aolp_to_three(array: np.ndarray) -> np.ndarray:
+    """[sin, cos] -> [sin, cos, sin] float32, as CMNeXt's MCubeS loader stacks AoLP."""
+    if array.ndim != 3 or array.shape[2] != 2:
+        raise DataError(f"expected an HxWx2 [sin, cos] AoLP array, got shape {tuple(array.shape)}")
+    return np.ascontiguousarray(array[:, :, [0, 1, 0]].astype(np.float32))
+
+
+def read_image_bgr(path: PathLike) -> np.ndarray:
+    """:func:`read_image` with the colour planes reversed, as ``cv2.imread`` returns them.
+
+    For files written with OpenCV whose channel 0 therefore sits in the PNG's blue plane
+    (the MUSES SDK projections).
+    """
+    arr = read_image(path)
+    if arr.shape[2] >= 3:
+        arr = np.concatenate([arr[:, :, 2::-1], arr[:, :, 3:]], axis=2)
+    return np.ascontiguousarray(arr)
+
+
+#: MUSES SDK PNG codec: stored uint16 = (value + 100) * 150.
+MUSES_CODEC_SCALE = 150.0
+MUSES_CODEC_SHIFT = 100.0
+
+
+def muses_decode_to_three(array: np.ndarray) -> np.ndarray:
+    """MUSES SDK LiDAR/radar projection (uint16, cv2 channel order) -> value = png/150 - 100.
+
+    Channels [range m, intensity, height m]; empty pixels (stored 15000) decode to 0.
+    """
+    if array.dtype != np.uint16 or array.ndim != 3 or array.shape[2] < 3:
+        raise DataError(f"expected an HxWx3 uint16 MUSES projection, got {array.dtype} "
+                        f"{tuple(array.shape)}")
+    out = array[:, :, :3].astype(np.float32) / MUSES_CODEC_SCALE - MUSES_CODEC_SHIFT
+    return np.ascontiguousarray(out)
+
+
+def counts_to_three(array: np.ndarray) -> np.ndarray:
+    """MUSES SDK event projection (uint8 event counts, cv2 channel order) as float counts."""
+    if array.ndim != 3 or array.shape[2] < 3 or not np.issubdtype(array.dtype, np.integer):
+        raise DataError(f"expected an HxWx3 integer event-count image, got {array.dtype} "
+                        f"{tuple(array.shape)}")
+    return np.ascontiguousarray(array[:, :, :3].astype(np.float32))
 
 
 def image_size(path: PathLike) -> tuple[int, int]:
@@ -209,3 +342,30 @@ register_modality(ModalitySpec(
 register_modality(ModalitySpec(
     "lidar", read_image, to_three_channels, UNIT_MEAN, UNIT_STD,
     "LiDAR projected to the camera as an image; /255 only"))
+# MCubeS (CMNeXt / MemorySAM loaders); rgb above also serves MCubeS (16-bit -> /65535).
+register_modality(ModalitySpec(
+    "aolp", read_aolp, aolp_to_three, UNIT_MEAN, UNIT_STD,
+    "MCubeS angle of linear polarisation: polL_aolp_sin + polL_aolp_cos .npy -> [sin, cos, sin]"))
+register_modality(ModalitySpec(
+    "dolp", read_npy, to_three_channels, UNIT_MEAN, UNIT_STD,
+    "MCubeS degree of linear polarisation: polL_dolp .npy -> [d, d, d], no scaling"))
+register_modality(ModalitySpec(
+    "nir", read_image, to_three_channels, UNIT_MEAN, UNIT_STD,
+    "near-infrared image (MCubeS NIR_warped); /255 or /65535, repeated x3"))
+# MUSES: pre-rendered images of the SAM-style "multimodal" layout use rgb/event/lidar above.
+register_modality(ModalitySpec(
+    "radar", read_image, to_three_channels, UNIT_MEAN, UNIT_STD,
+    "radar rendered as an image (MUSES multimodal layout); /255 only"))
+# MUSES SDK projections (projected_to_rgb/), normalised with CAFuser's per-modality statistics.
+register_modality(ModalitySpec(
+    "muses_lidar_projected", read_image_bgr, muses_decode_to_three,
+    (4.91737, 6.149373, 0.27025607), (13.34715295, 17.63751258, 1.23208644),
+    "MUSES SDK LiDAR projection: uint16 PNG, png/150 - 100 -> [range m, intensity, height m]"))
+register_modality(ModalitySpec(
+    "muses_radar_projected", read_image_bgr, muses_decode_to_three,
+    (4.003564, 9.342789, 0.0), (14.60685343, 19.29406236, 1.0),
+    "MUSES SDK radar projection: uint16 PNG, png/150 - 100 -> [range m, intensity, 0]"))
+register_modality(ModalitySpec(
+    "muses_event_projected", read_image_bgr, counts_to_three,
+    (0.12577528, 0.12728328, 0.0), (0.54420582, 0.47625199, 1.0),
+    "MUSES SDK event projection: uint8 PNG of [positive, negative, 0] event counts"))

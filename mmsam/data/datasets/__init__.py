@@ -12,11 +12,20 @@ from typing import Any, Callable, Optional, Union
 
 from torch.utils.data import Dataset
 
+from mmsam.data.datasets.binary_folder import (
+    BINARY_CLASSES,
+    BINARY_PALETTE,
+    BinaryFolderDataset,
+    binary_folder_has_data,
+)
 from mmsam.data.datasets.deliver import (
     DELIVER_CLASSES,
     DELIVER_PALETTE,
     DeliverDataset,
 )
+from mmsam.data.datasets import mcubes as _mcubes, muses as _muses
+from mmsam.data.datasets.mcubes import MCubeSDataset
+from mmsam.data.datasets.muses import MusesDataset, MusesSDKDataset
 from mmsam.errors import ConfigError
 
 
@@ -90,7 +99,31 @@ register_dataset(DatasetEntry(
     has_data=_deliver_has_data,
 ))
 
+# MCubeS and MUSES (issue #8); MUSES is registered twice, once per layout it reads.
+register_dataset(DatasetEntry(
+    name="mcubes", factory=MCubeSDataset, classes=_mcubes.MCUBES_CLASSES,
+    palette=_mcubes.MCUBES_PALETTE, default_modalities=("rgb", "aolp", "dolp", "nir"),
+    splits=("train", "val", "test"), generator=_mcubes.generate, has_data=_mcubes.has_data,
+))
+for _name, _factory in (("muses", MusesDataset), ("muses_sdk", MusesSDKDataset)):
+    register_dataset(DatasetEntry(
+        name=_name, factory=_factory, classes=_muses.MUSES_CLASSES,
+        palette=_muses.MUSES_PALETTE, default_modalities=("rgb", "event", "lidar"),
+        generator=_muses.generate, has_data=_muses.has_data,
+    ))
+
+register_dataset(DatasetEntry(
+    name="binary_folder",
+    factory=BinaryFolderDataset,
+    classes=BINARY_CLASSES,
+    palette=BINARY_PALETTE,
+    default_modalities=("rgb",),
+    has_data=binary_folder_has_data,
+))
+
 __all__ = [
-    "DatasetEntry", "DeliverDataset", "create_dataset", "get_dataset_entry",
+    "BinaryFolderDataset",
+    "DatasetEntry", "DeliverDataset", "MCubeSDataset", "MusesDataset", "MusesSDKDataset",
+    "create_dataset", "get_dataset_entry",
     "list_datasets", "register_dataset",
 ]

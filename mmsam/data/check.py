@@ -1,0 +1,305 @@
+"""Verify a dataset download: counts per split and file kind, bad files by name, class histogram.
+
+``check_dataset("mcubes", root)`` indexes every split with the dataset's own loader (without
+its fail-fast check), then decodes every file a sample needs (each modality, the label and the
+files the reference loader also opens, e.g. MCubeS' ``NIR_warped_mask`` and ``SS``) and lists
+each problem with the file's path: missing, unreadable/corrupt, NaN/inf, wrong size, label ids
+outside the class list, and files in the data folders that no sample refers to (a renamed file
+shows up as one missing and one unreferenced file). Works for every registered dataset whose
+samples carry ``id`` and ``files`` (deliver, mcubes, muses, muses_sdk).
+"""
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Optional, Sequence, Union
+
+import numpy as np
+
+from mmsam.data.datasets import get_dataset_entry
+from mmsam.data.modalities import read_image, read_npy
+from mmsam.data.transforms import IGNORE_INDEX
+from mmsam.errors import ConfigError, DataError
+
+#: Split sizes of the real benchmarks (reference/datasets.md); shown beside the counts.
+REFERENCE_SPLIT_SIZES: dict[str, dict[str, int]] = {
+    "deliver": {"train": 3983, "val": 2005, "test": 1897},
+    "muses": {"train": 1500, "val": 250, "test": 750},
+    "muses_sdk": {"train": 1500, "val": 250, "test": 750},
+    "mcubes": {"train": 302, "val": 96, "test": 102},  # from the paper; not verified
+}
+#: Sample keys that repeat another key's file (never read twice).
+_ALIASES = {"rgb_ref", "camera"}
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One bad or unexpected file."""
+
+    split: str
+    kind: str      # index | missing | unreadable | size | label | unreferenced
+    path: str
+    message: str
+
+
+@dataclass
+class SplitSummary:
+    """What one split holds."""
+
+    samples: int = 0
+    files: dict[str, int] = field(default_factory=dict)   # file kind -> files present
+    expected: Optional[int] = None                          # the real benchmark's size
+
+
+@dataclass
+class CheckReport:
+    """Result of :func:`check_dataset`; :meth:`format` renders it as text."""
+
+    dataset: str
+    root: str
+    classes: tuple[str, ...]
+    splits: dict[str, SplitSummary] = field(default_factory=dict)
+    problems: list[Problem] = field(default_factory=list)
+    class_pixels: dict[str, list[int]] = field(default_factory=dict)  # split -> K counts + ignore
+
+    @property
+    def ok(self) -> bool:
+        """True when no problem was found and at least one sample was indexed."""
+        return not self.problems and self.num_samples > 0
+
+    @property
+    def num_samples(self) -> int:
+        return sum(s.samples for s in self.splits.values())
+
+    @property
+    def exit_code(self) -> int:
+        """0: all good; 1: problems listed; 2: nothing indexed (wrong root or dataset?)."""
+        if self.num_samples == 0:
+            return 2
+        return 0 if not self.problems else 1
+
+    def problem_paths(self) -> list[str]:
+        return [p.path for p in self.problems]
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain-data form (JSON-serialisable)."""
+        return {
+            "dataset": self.dataset, "root": self.root, "ok": self.ok,
+            "exit_code": self.exit_code, "classes": list(self.classes),
+            "splits": {k: {"samples": v.samples, "files": dict(v.files), "expected": v.expected}
+                       for k, v in self.splits.items()},
+            "problems": [vars(p) for p in self.problems],
+            "class_pixels": {k: list(v) for k, v in self.class_pixels.items()},
+        }
+
+    def format(self, max_problems: int = 50) -> str:
+        """A readable report: counts table, problems (first ``max_problems``), histogram."""
+        out = [f"dataset {self.dataset} at {self.root}", ""]
+        kinds = sorted({k for s in self.splits.values() for k in s.files},
+                       key=lambda k: (k == "label", k))
+        head = ["split", "samples", "reference"] + kinds
+        rows = [[name, str(s.samples), "-" if s.expected is None else str(s.expected)]
+                + [str(s.files.get(k, 0)) for k in kinds] for name, s in self.splits.items()]
+        out += _table(head, rows) + [""]
+        if self.problems:
+            out.append(f"problems ({len(self.problems)}):")
+            for p in self.problems[:max_problems]:
+                out.append(f"  [{p.split}] {p.kind:<12} {p.message}")
+            if len(self.problems) > max_problems:
+                out.append(f"  ... and {len(self.problems) - max_problems} more")
+        else:
+            out.append("problems: none")
+        out.append("")
+        out += self._histogram()
+        verdict = ("OK" if self.ok else "NO SAMPLES FOUND" if self.exit_code == 2
+                   else f"{len(self.problems)} problem(s)")
+        out += ["", f"result: {verdict}"]
+        return "\n".join(out)
+
+    def _histogram(self) -> list[str]:
+        if not self.class_pixels:
+            return ["class histogram: no labels read"]
+        splits = list(self.class_pixels)
+        total = np.sum([self.class_pixels[s] for s in splits], axis=0)
+        labelled = max(int(total[:-1].sum()), 1)
+        head = ["id", "class"] + splits + ["total", "% labelled"]
+        rows = []
+        for i, name in enumerate(self.classes):
+            rows.append([str(i), name] + [str(self.class_pixels[s][i]) for s in splits]
+                        + [str(int(total[i])), f"{100.0 * total[i] / labelled:.2f}"])
+        ignored = [str(self.class_pixels[s][-1]) for s in splits]
+        rows.append([str(IGNORE_INDEX), "(ignore)"] + ignored + [str(int(total[-1])), "-"])
+        lines = ["class histogram (pixels):"] + _table(head, rows)
+        unseen = [n for i, n in enumerate(self.classes) if total[i] == 0]
+        if unseen:
+            lines.append(f"classes without pixels: {', '.join(unseen)}")
+        return lines
+
+
+def _table(head: list[str], rows: list[list[str]]) -> list[str]:
+    widths = [max(len(r[i]) for r in [head] + rows) for i in range(len(head))]
+    fmt = lambda r: "  ".join(c.ljust(w) if i < 2 else c.rjust(w)  # noqa: E731
+                              for i, (c, w) in enumerate(zip(r, widths)))
+    return [fmt(head), fmt(["-" * w for w in widths])] + [fmt(r) for r in rows]
+
+
+def _path_of(message: str) -> str:
+    """DataError messages start with ``<path>: ``."""
+    return message.split(": ", 1)[0]
+
+
+def _label_reader(ds: Any) -> Callable[[Path], np.ndarray]:
+    module = __import__(type(ds).__module__, fromlist=["_"])
+    reader = getattr(module, "read_label", None)
+    if reader is None:
+        raise ConfigError(f"{type(ds).__name__}: its module has no read_label(path) to check "
+                          f"labels with")
+    return reader
+
+
+def _reader(ds: Any, key: str, path: Path) -> Callable[[Path], np.ndarray]:
+    specs = getattr(ds, "specs", {})
+    if key in specs:
+        return specs[key].reader
+    return read_npy if path.suffix == ".npy" else read_image
+
+
+class _SplitChecker:
+    """Reads every file of one split, collecting problems, counts and the histogram."""
+
+    def __init__(self, ds: Any, split: str, num_classes: int, report: CheckReport) -> None:
+        self.ds, self.split, self.report = ds, split, report
+        self.read_label = _label_reader(ds)
+        self.hist = np.zeros(num_classes + 1, np.int64)
+        self.num_classes = num_classes
+        self.counts: dict[str, int] = defaultdict(int)
+        module = __import__(type(ds).__module__, fromlist=["_"])
+        self.resizable = set(getattr(ds, "resizable", None) or getattr(module, "RESIZABLE", ()))
+        self.left_offset = int(getattr(ds, "left_offset", 0) or 0)
+
+    def problem(self, kind: str, path: Union[str, Path], message: str) -> None:
+        self.report.problems.append(Problem(self.split, kind, str(path), message))
+
+    def keys(self, sample: Any) -> list[str]:
+        keys = [k for k in sample.files if k not in _ALIASES]
+        if not getattr(self.ds, "labelled", True):
+            keys = [k for k in keys if k != "label"]
+        return keys
+
+    def run(self, sample: Any) -> None:
+        shapes: dict[str, tuple[int, int]] = {}
+        for key in self.keys(sample):
+            path = Path(sample.files[key])
+            if not path.is_file():
+                what = "label" if key == "label" else key
+                self.problem("missing", path,
+                             f"{path}: missing file ({what} of sample {sample.id})")
+                continue
+            self.counts[key] += 1
+            try:
+                if key == "label":
+                    ids = self.read_label(path)
+                    shapes[key] = tuple(ids.shape[:2])
+                    ids = ids[:, self.left_offset:]  # count what the loader keeps
+                    valid = ids[ids != IGNORE_INDEX]
+                    self.hist[:-1] += np.bincount(valid.ravel(), minlength=self.num_classes)[
+                        : self.num_classes]
+                    self.hist[-1] += int((ids == IGNORE_INDEX).sum())
+                else:
+                    shapes[key] = tuple(_reader(self.ds, key, path)(path).shape[:2])
+            except DataError as exc:
+                kind = "label" if key == "label" and "label ids" in str(exc) else "unreadable"
+                self.problem(kind, path, str(exc))
+        self._sizes(sample, shapes)
+
+    def _sizes(self, sample: Any, shapes: dict[str, tuple[int, int]]) -> None:
+        if not shapes:
+            return
+        ref_key = "label" if "label" in shapes else next(iter(shapes))
+        ref = shapes[ref_key]
+        ref_name = Path(sample.files[ref_key]).name
+        for key, hw in shapes.items():
+            if hw != ref and key not in self.resizable:
+                path = sample.files[key]
+                self.problem("size", path, f"{path}: {hw[0]}x{hw[1]} (HxW) but {ref_name} is "
+                                           f"{ref[0]}x{ref[1]}")
+        if self.left_offset and ref[1] <= self.left_offset:
+            path = sample.files[ref_key]
+            self.problem("size", path, f"{path}: only {ref[1]} columns wide; the loader drops "
+                                       f"the left {self.left_offset}")
+
+
+def _unreferenced(root: Path, expected: set[Path], scanned_splits: Optional[set[str]],
+                  report: CheckReport) -> None:
+    """Files beside expected ones (same folder, same suffix) that no sample refers to."""
+    by_dir: dict[Path, set[str]] = defaultdict(set)
+    for p in expected:
+        by_dir[p.parent].add(p.suffix)
+    for folder, suffixes in sorted(by_dir.items()):
+        if not folder.is_dir():
+            continue
+        parts = set(folder.relative_to(root).parts) if folder.is_relative_to(root) else set()
+        split = next((s for s in (scanned_splits or ()) if s in parts), None)
+        if scanned_splits is not None and split is None:
+            continue  # a folder shared by all splits: only judged when all splits are checked
+        for f in sorted(folder.iterdir()):
+            if f.is_file() and f.suffix in suffixes and f not in expected:
+                report.problems.append(Problem(
+                    split or "-", "unreferenced", str(f),
+                    f"{f}: not referenced by any sample (renamed, or not in a split list?)"))
+
+
+def check_dataset(
+    name: str,
+    root: Union[str, Path],
+    *,
+    splits: Optional[Sequence[str]] = None,
+    modalities: Optional[Sequence[str]] = None,
+    progress: bool = False,
+) -> CheckReport:
+    """Verify the dataset ``name`` under ``root`` and return a :class:`CheckReport`.
+
+    Args:
+        name: a registered dataset (``mmsam.data.datasets.list_datasets()``).
+        root: the dataset root in the benchmark's own layout.
+        splits: splits to check (default: all of the dataset's splits). Folders shared by all
+            splits (MCubeS) are scanned for unreferenced files only when all are checked.
+        modalities: modalities to check (default: the dataset's default modalities).
+        progress: show a progress bar per split.
+
+    Raises ConfigError for an unknown dataset, split or modality; every data problem is
+    reported, not raised.
+    """
+    entry = get_dataset_entry(name)
+    wanted = tuple(entry.splits if splits is None else splits)  # the loader validates names
+    mods = tuple(entry.default_modalities if modalities is None else modalities)
+    root = Path(root)
+    report = CheckReport(name, str(root), entry.classes)
+    expected_files: set[Path] = set()
+    ds_root = root
+    for split in wanted:
+        summary = SplitSummary(expected=REFERENCE_SPLIT_SIZES.get(name, {}).get(split))
+        report.splits[split] = summary
+        try:
+            ds = entry.factory(root=root, split=split, modalities=mods, check=False)
+        except DataError as exc:
+            report.problems.append(Problem(split, "index", _path_of(str(exc)), str(exc)))
+            continue
+        ds_root = Path(getattr(ds, "root", root))
+        checker = _SplitChecker(ds, split, entry.num_classes, report)
+        samples = ds.samples
+        if progress:
+            from tqdm.auto import tqdm
+
+            samples = tqdm(samples, desc=f"check {name} {split}", unit="sample")
+        for sample in samples:
+            checker.run(sample)
+            expected_files.update(Path(p) for k, p in sample.files.items())
+        summary.samples = len(ds.samples)
+        summary.files = dict(sorted(checker.counts.items()))
+        if checker.hist.any():
+            report.class_pixels[split] = checker.hist.tolist()
+    all_checked = set(entry.splits) <= set(wanted)
+    _unreferenced(ds_root, expected_files, None if all_checked else set(wanted), report)
+    return report

@@ -1,0 +1,188 @@
+"""Binary segmentation sets as the Conv-LoRA code prepares them: image/mask pairs listed in CSVs.
+
+The official ``prepare_semantic_segmentation_datasets.py`` unzips each task (polyp,
+leaf_disease_segmentation, camo_sem_seg, isic2017, road_segmentation, SBU-shadow) to
+``datasets/<task>/<task>/``, and ``run_semantic_segmentation.py`` reads from there
+``train.csv``, ``val.csv`` and ``test.csv`` — or, for polyp and camouflage, one
+``test_<subset>.csv`` per test set (``test_CVC-ClinicDB.csv``, ``test_Kvasir.csv``,
+``test_CAMO.csv``) — each with an ``image`` and a ``label`` column of paths relative to that
+folder (other columns, e.g. a pandas index, are ignored). ``root`` is that folder (or its parent
+``datasets/<task>``).
+
+Masks: the first channel; values in {0, 1} are used as they are, otherwise foreground is the
+upper half of the range (>= 128 for 8-bit, as the official ``ToTensor`` + 0.5 reading).
+Labels: 0 background, 1 foreground. A mask of another size than its image is resized to it
+(nearest), as the official pipeline resizes both to the same square.
+"""
+from __future__ import annotations
+
+import csv
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Optional, Sequence, Union
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from mmsam.data.modalities import get_modality, image_size, read_image, validate_modalities
+from mmsam.data.transforms import IGNORE_INDEX, resize_nearest
+from mmsam.errors import ConfigError, DataError
+
+BINARY_CLASSES: tuple[str, ...] = ("background", "foreground")
+BINARY_PALETTE: tuple[tuple[int, int, int], ...] = ((0, 0, 0), (255, 255, 255))
+BINARY_SPLITS = ("train", "val", "test")
+#: the official tasks (folder names of ``prepare_semantic_segmentation_datasets.py``)
+BINARY_TASKS = ("polyp", "leaf_disease_segmentation", "camo_sem_seg", "isic2017", "road_segmentation", "SBU-shadow")
+
+
+@dataclass(frozen=True)
+class BinarySample:
+    id: str       # image path relative to the root, without suffix
+    case: str     # the CSV's subset: "Kvasir" for test_Kvasir.csv, else the split name
+    image: Path
+    label: Path
+
+
+def decode_mask(raw: np.ndarray, path: Union[str, Path] = "<mask>") -> np.ndarray:
+    """An HxW(xC) mask array -> HxW int64 with 0 background, 1 foreground."""
+    v = raw[..., 0] if raw.ndim == 3 else raw
+    if v.size and v.max() <= 1 and v.min() >= 0:
+        return (v >= 0.5).astype(np.int64) if np.issubdtype(v.dtype, np.floating) else v.astype(np.int64)
+    if v.dtype == np.uint8:
+        return (v >= 128).astype(np.int64)
+    if v.dtype == np.uint16:
+        return (v >= 32768).astype(np.int64)
+    if np.issubdtype(v.dtype, np.floating):
+        return (v >= 0.5).astype(np.int64)
+    raise DataError(f"{path}: unsupported mask pixel type {v.dtype}")
+
+
+def binary_folder_has_data(root: Union[str, Path]) -> bool:
+    try:
+        return any(_csv_dir(Path(root)).glob("*.csv"))
+    except DataError:
+        return False
+
+
+def _csv_dir(root: Path) -> Path:
+    if any(root.glob("*.csv")):
+        return root
+    nested = root / root.name  # datasets/<task> -> datasets/<task>/<task>, as the official script reads
+    if any(nested.glob("*.csv")):
+        return nested
+    raise DataError(f"{root}: no split CSVs (train.csv, val.csv, test.csv or test_<subset>.csv) here or in {nested}")
+
+
+class BinaryFolderDataset(Dataset):
+    """One Conv-LoRA binary task from its CSV lists; items follow ``docs/contracts.md``.
+
+    Args:
+        root: the folder holding the CSVs (``datasets/<task>/<task>``) or its parent.
+        split: train, val or test (``test.csv``, else every ``test_<subset>.csv``).
+        modalities: ``["rgb"]`` (the only one these sets have).
+        conditions: not applicable (must be ``None``).
+        cases: keep only these test subsets (``["Kvasir"]``…) or, for train/val, the split name.
+        transform: joint transform on ``{"modalities": [0,1] images, "label"}``.
+        check: validate every file's existence and header at construction.
+        missing: must be empty (the one modality cannot be missing).
+    """
+
+    classes = BINARY_CLASSES
+    palette = BINARY_PALETTE
+    ignore_index = IGNORE_INDEX
+
+    def __init__(
+        self,
+        root: Union[str, Path],
+        split: str = "train",
+        modalities: Sequence[str] = ("rgb",),
+        conditions: Optional[Sequence[str]] = None,
+        cases: Optional[Sequence[str]] = None,
+        transform: Optional[Callable[[dict[str, Any]], dict[str, Any]]] = None,
+        check: bool = True,
+        missing: Sequence[str] = (),
+    ) -> None:
+        super().__init__()
+        if split not in BINARY_SPLITS:
+            raise ConfigError(f"unknown split {split!r}; valid: {', '.join(BINARY_SPLITS)}")
+        self.modalities = validate_modalities(modalities)
+        if self.modalities != ("rgb",):
+            raise ConfigError(f"binary folder sets have one modality, rgb; got {list(self.modalities)}")
+        if conditions:
+            raise ConfigError(f"binary folder sets have no conditions; got conditions={list(conditions)}")
+        if missing:
+            raise ConfigError(f"the only modality (rgb) cannot be missing; got missing={list(missing)}")
+        self.spec = get_modality("rgb")
+        self.root = Path(root)
+        self.split = split
+        self.transform = transform
+        self.samples = self._index(None if cases is None else ([cases] if isinstance(cases, str) else list(cases)))
+        if check:
+            self.check()
+
+    def _index(self, cases: Optional[list[str]]) -> list[BinarySample]:
+        folder = _csv_dir(self.root)
+        files = [folder / f"{self.split}.csv"]
+        if self.split == "test" and not files[0].is_file():
+            files = sorted(folder.glob("test_*.csv"))
+        files = [f for f in files if f.is_file()]
+        if not files:
+            raise DataError(f"{folder}: no {self.split}.csv" + (" or test_<subset>.csv" if self.split == "test" else ""))
+        samples = []
+        for f in files:
+            case = f.stem[len("test_"):] if f.stem.startswith("test_") else self.split
+            samples += self._read_csv(f, folder, case)
+        if cases is not None:
+            known = sorted({s.case for s in samples})
+            unknown = [c for c in cases if c not in known]
+            if unknown:
+                raise ConfigError(f"unknown cases {unknown} for split {self.split!r}; this set has {known}")
+            samples = [s for s in samples if s.case in cases]
+        if not samples:
+            raise DataError(f"{folder}: the {self.split} CSVs list no samples")
+        return samples
+
+    @staticmethod
+    def _read_csv(path: Path, folder: Path, case: str) -> list[BinarySample]:
+        with open(path, newline="") as fh:
+            reader = csv.DictReader(fh)
+            cols = reader.fieldnames or []
+            if "image" not in cols or "label" not in cols:
+                raise DataError(f"{path}: needs 'image' and 'label' columns, has {cols}")
+            out = []
+            for row in reader:
+                image, label = folder / row["image"].strip(), folder / row["label"].strip()
+                rel = image.relative_to(folder) if image.is_relative_to(folder) else Path(image.name)
+                out.append(BinarySample(str(rel.with_suffix("")), case, image, label))
+        return out
+
+    def check(self) -> None:
+        """Every listed image and mask exists and has a readable header; DataError naming the first that does not."""
+        for s in self.samples:
+            for what, p in (("image", s.image), ("mask", s.label)):
+                if not p.is_file():
+                    raise DataError(f"{p}: missing {what} of sample {s.id}")
+                image_size(p)
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        s = self.samples[index]
+        image = self.spec.load(s.image)
+        label = torch.from_numpy(decode_mask(read_image(s.label), s.label))
+        if tuple(label.shape) != tuple(image.shape[-2:]):
+            label = resize_nearest(label, tuple(image.shape[-2:]))
+        sample: dict[str, Any] = {"modalities": {"rgb": image}, "label": label}
+        if self.transform is not None:
+            sample = self.transform(sample)
+        return {
+            "modalities": {"rgb": self.spec.normalize(sample["modalities"]["rgb"])},
+            "present": {"rgb": torch.tensor(True)},
+            "label": sample["label"].long(),
+            "meta": {"id": s.id, "condition": "", "case": s.case},
+        }
+
+    def __repr__(self) -> str:
+        return f"BinaryFolderDataset(root={str(self.root)!r}, split={self.split!r}, n={len(self)})"

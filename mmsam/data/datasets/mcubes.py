@@ -1,0 +1,235 @@
+"""MCubeS (MCubeSNet, CVPR 2022) as CMNeXt / MemorySAM load it, from its own layout unchanged.
+
+``multimodal_dataset/{polL_color,polL_aolp_sin,polL_aolp_cos,polL_dolp,NIR_warped,
+NIR_warped_mask,GT,SS}/<stem>.{png,npy}`` and ``list_folder/{train,val,test,all}.txt`` (one
+stem per line; a line's first whitespace-separated token is the stem, as the reference reads
+it). Modalities: ``rgb`` (polL_color; /255, /65535 if 16-bit; ImageNet mean/std), ``aolp``
+([sin, cos, sin] of the two .npy), ``dolp`` ([d, d, d]) and ``nir`` (NIR_warped; /255 or
+/65535, repeated x3). Every array loses its left 192 columns (1224 -> 1032 wide), as the
+reference does. GT holds material ids 0..19, 255 = ignore.
+
+Splits are named by their list files: ``train``, ``val``, ``test``, ``all``. The reference
+(CMNeXt, MemorySAM) trains on ``train`` and evaluates on ``test.txt`` under the name "val";
+here that evaluation split is ``split="test"``.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Optional, Sequence, Union
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from mmsam.data.datasets.common import (
+    assemble_item,
+    check_file,
+    check_label_ids,
+    check_modalities,
+    file_hw,
+    read_id_image,
+    specs_for,
+)
+from mmsam.data.transforms import IGNORE_INDEX
+from mmsam.errors import ConfigError, DataError
+
+MCUBES_CLASSES: tuple[str, ...] = (
+    "asphalt", "concrete", "metal", "road_marking", "fabric", "glass", "plaster", "plastic",
+    "rubber", "sand", "gravel", "ceramic", "cobblestone", "brick", "grass", "wood", "leaf",
+    "water", "human", "sky",
+)
+MCUBES_PALETTE: tuple[tuple[int, int, int], ...] = (
+    (44, 160, 44), (31, 119, 180), (255, 127, 14), (214, 39, 40), (140, 86, 75),
+    (127, 127, 127), (188, 189, 34), (255, 152, 150), (23, 190, 207), (174, 199, 232),
+    (196, 156, 148), (197, 176, 213), (247, 182, 210), (199, 199, 199), (219, 219, 141),
+    (158, 218, 229), (57, 59, 121), (107, 110, 207), (156, 158, 222), (99, 121, 57),
+)
+NUM_CLASSES = len(MCUBES_CLASSES)
+MCUBES_SPLITS = ("train", "val", "test", "all")
+LIST_FOLDER = "list_folder"
+#: Columns the reference drops on the left of every array (1224 -> 1032 wide).
+LEFT_OFFSET = 192
+#: modality -> (folder, suffix); aolp names its sine folder, the cosine is AOLP_COS.
+MCUBES_FOLDERS: dict[str, tuple[str, str]] = {
+    "rgb": ("polL_color", ".png"), "aolp": ("polL_aolp_sin", ".npy"),
+    "dolp": ("polL_dolp", ".npy"), "nir": ("NIR_warped", ".png"),
+}
+AOLP_COS = ("polL_aolp_cos", ".npy")
+LABEL_FOLDER = ("GT", ".png")
+#: Read by the reference loader (must exist for it) but not by this one.
+EXTRA_FOLDERS: dict[str, tuple[str, str]] = {
+    "nir_mask": ("NIR_warped_mask", ".png"), "ss": ("SS", ".png"),
+}
+
+
+@dataclass(frozen=True)
+class MCubeSSample:
+    """Where one image set's files are."""
+
+    id: str                 # the stem, e.g. outscene1208_2_0000000150
+    files: dict[str, Path]  # modality (+ "aolp_cos", "label", "nir_mask", "ss") -> path
+
+
+def resolve_root(root: Union[str, Path]) -> Path:
+    """``root`` itself, or ``root/multimodal_dataset`` when only that holds ``list_folder``."""
+    root = Path(root)
+    inner = root / "multimodal_dataset"
+    if not (root / LIST_FOLDER).is_dir() and (inner / LIST_FOLDER).is_dir():
+        return inner
+    return root
+
+
+def read_list(path: Union[str, Path]) -> list[str]:
+    """Stems of a list file: first token of each non-empty line (DataError if unreadable)."""
+    p = Path(path)
+    if not p.is_file():
+        raise DataError(f"{p}: split list file not found")
+    try:
+        lines = p.read_text().splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise DataError(f"{p}: cannot read split list ({type(exc).__name__}: {exc})") from exc
+    return [line.split()[0] for line in lines if line.strip()]
+
+
+def read_label(path: Union[str, Path]) -> np.ndarray:
+    """GT PNG -> HxW int64 material ids 0..19, 255 = ignore; DataError naming other ids."""
+    return check_label_ids(read_id_image(path), NUM_CLASSES, path)
+
+
+class MCubeSDataset(Dataset):
+    """MCubeS in its own layout; items follow ``docs/contracts.md``.
+
+    Args:
+        root: the ``multimodal_dataset`` folder (or its parent).
+        split: list file to read: train, val, test or all (the reference's "val" is test).
+        modalities: any of rgb, aolp, dolp, nir, in output order.
+        conditions: MCubeS has none; must be None.
+        cases: MCubeS has none; None or ["normal"].
+        transform: joint transform on ``{"modalities": images, "label"}`` (before normalising).
+        check: validate every file's existence and header size at construction.
+        missing: modalities replaced by zeros with ``present`` False (not read at all).
+        left_offset: columns dropped on the left of every array (192 as the reference).
+    """
+
+    classes = MCUBES_CLASSES
+    palette = MCUBES_PALETTE
+    ignore_index = IGNORE_INDEX
+
+    def __init__(
+        self,
+        root: Union[str, Path],
+        split: str = "train",
+        modalities: Sequence[str] = ("rgb", "aolp", "dolp", "nir"),
+        conditions: Optional[Sequence[str]] = None,
+        cases: Optional[Sequence[str]] = None,
+        transform: Optional[Callable[[dict[str, Any]], dict[str, Any]]] = None,
+        check: bool = True,
+        missing: Sequence[str] = (),
+        left_offset: int = LEFT_OFFSET,
+    ) -> None:
+        super().__init__()
+        if split not in MCUBES_SPLITS:
+            raise ConfigError(f"unknown MCubeS split {split!r}; valid: {', '.join(MCUBES_SPLITS)}"
+                              f" (the reference's evaluation split is 'test')")
+        if conditions:
+            raise ConfigError(f"MCubeS has no conditions; got conditions={list(conditions)}")
+        if cases and set([cases] if isinstance(cases, str) else cases) != {"normal"}:
+            raise ConfigError(f"MCubeS has no sensor-failure cases; got cases={cases}")
+        if not isinstance(left_offset, int) or left_offset < 0:
+            raise ConfigError(f"left_offset must be an int >= 0, got {left_offset!r}")
+        self.modalities, self.missing = check_modalities(
+            "MCubeS", modalities, tuple(MCUBES_FOLDERS), missing)
+        self.specs = specs_for(self.modalities)
+        self.root = resolve_root(root)
+        self.split = split
+        self.left_offset = left_offset
+        self.transform = transform
+        self.samples = self._index()
+        if check:
+            self.check()
+
+    # -- indexing ---------------------------------------------------------------------------
+    def _index(self) -> list[MCubeSSample]:
+        list_file = self.root / LIST_FOLDER / f"{self.split}.txt"
+        if not list_file.is_file():
+            raise DataError(f"{list_file}: split list file not found (expected the MCubeS layout "
+                            f"multimodal_dataset/{LIST_FOLDER}/{self.split}.txt under {self.root})")
+        stems = read_list(list_file)
+        if not stems:
+            raise DataError(f"{list_file}: split list is empty")
+        return [self.sample(s) for s in stems]
+
+    def sample(self, stem: str) -> MCubeSSample:
+        """The file paths of image set ``stem``."""
+        def path(folder: str, suffix: str) -> Path:
+            return self.root / folder / f"{stem}{suffix}"
+
+        files = {m: path(*MCUBES_FOLDERS[m]) for m in self.modalities}
+        files["aolp_cos"] = path(*AOLP_COS)
+        files["label"] = path(*LABEL_FOLDER)
+        files.update({k: path(*v) for k, v in EXTRA_FOLDERS.items()})
+        return MCubeSSample(stem, files)
+
+    # -- validation -------------------------------------------------------------------------
+    def _needed(self) -> list[str]:
+        keys = [m for m in self.modalities if m not in self.missing]
+        if "aolp" in keys:
+            keys.append("aolp_cos")
+        return keys
+
+    def _check_sample(self, s: MCubeSSample) -> tuple[int, int]:
+        label = s.files["label"]
+        if not label.is_file():
+            raise DataError(f"{label}: missing file for label of sample {s.id}")
+        expected = file_hw(label)
+        if expected[1] <= self.left_offset:
+            raise DataError(f"{label}: only {expected[1]} columns wide; the loader drops the "
+                            f"left {self.left_offset} (MCubeS images are 1224 wide)")
+        for key in self._needed():
+            what = "AoLP cosine" if key == "aolp_cos" else f"modality {key!r}"
+            check_file(s.files[key], what, s.id, expected, f"the label {label.name}")
+        return expected
+
+    def check(self) -> None:
+        """Validate every sample's files (existence and header size); DataError on the first."""
+        for s in self.samples:
+            self._check_sample(s)
+
+    # -- reading ----------------------------------------------------------------------------
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        s = self.samples[index]
+        self._check_sample(s)
+        left = self.left_offset
+        label = torch.from_numpy(read_label(s.files["label"])[:, left:].copy())
+        images = {}
+        for m in self.modalities:
+            if m in self.missing:
+                continue
+            img = self.specs[m].load(s.files[m])[:, :, left:].contiguous()
+            if img.shape[-2:] != label.shape:  # the header said otherwise (e.g. check=False)
+                raise DataError(f"{s.files[m]}: decoded to {tuple(img.shape[-2:])} after the crop "
+                                f"but the label gives {tuple(label.shape)}")
+            images[m] = img
+        meta = {"id": s.id, "condition": "all", "case": "normal"}
+        return assemble_item(images, label, self.modalities, self.missing, self.specs,
+                             self.transform, meta)
+
+    def __repr__(self) -> str:
+        return (f"MCubeSDataset(root={str(self.root)!r}, split={self.split!r}, "
+                f"modalities={list(self.modalities)}, n={len(self)})")
+
+
+def has_data(root: Union[str, Path]) -> bool:
+    """True if ``root`` (or its ``multimodal_dataset``) holds an MCubeS list folder."""
+    return (resolve_root(root) / LIST_FOLDER / "train.txt").is_file()
+
+
+def generate(root: Union[str, Path], **kw: Any) -> dict:
+    """The synthetic MCubeS stand-in (:func:`mmsam.data.synthetic.mcubes.generate_mcubes`)."""
+    from mmsam.data.synthetic.mcubes import generate_mcubes
+
+    return generate_mcubes(root, **kw)

@@ -1,0 +1,287 @@
+"""MUSES (ECCV 2024) in the layout the SAM-style papers use, or with the SDK projections.
+
+``layout="multimodal"`` (default; AnySeg/MAGIC-style ``muses/multimodal/`` root):
+``<root>/{frame_camera,event_camera,lidar,radar}/<split>/<weather>/<tod>/<stem>_<folder>.png``,
+pre-rendered images; each becomes 3 channels (grey repeated, alpha dropped), /255
+(/65535 if 16-bit), and only the frame camera gets ImageNet mean/std.
+
+``layout="sdk"`` (the official root after the SDK's ``project_sensors_to_rgb.py
+--output_file_type .png``): the frame camera as above, LiDAR / radar / events from
+``<root>/projected_to_rgb/<sensor>/<split>/<weather>/<tod>/<stem>_<sensor>.png`` (or CAFuser's
+``<stem>_<sensor>_projected.png``), decoded as CAFuser does (uint16 png/150 - 100; cv2 channel
+order) and normalised with CAFuser's per-modality statistics.
+
+Labels (both layouts): ``<label_root>/<split>/<weather>/<tod>/<stem>_gt_labelTrainIds.png``,
+Cityscapes trainIds 0..18, 255 = ignore (kept as ignore: AnySeg's 255 -> 0 is not copied).
+``label_root`` defaults to ``<root>/gt_semantic`` (where AnySeg's path rewrite points), else
+``<root>/../gt_semantic`` (a ``multimodal/`` folder inside the official root). The test split's
+labels are withheld; without ``<label_root>/test`` its items carry all-255 labels.
+Modality names: ``rgb`` (frame_camera), ``event`` (event_camera), ``lidar``, ``radar``.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Optional, Sequence, Union
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from mmsam.data.datasets.common import (
+    assemble_item,
+    check_file,
+    check_label_ids,
+    check_modalities,
+    check_names,
+    file_hw,
+    read_id_image,
+    specs_for,
+)
+from mmsam.data.transforms import IGNORE_INDEX
+from mmsam.errors import ConfigError, DataError
+
+MUSES_CLASSES: tuple[str, ...] = (
+    "road", "sidewalk", "building", "wall", "fence", "pole", "traffic light", "traffic sign",
+    "vegetation", "terrain", "sky", "person", "rider", "car", "truck", "bus", "train",
+    "motorcycle", "bicycle",
+)
+MUSES_PALETTE: tuple[tuple[int, int, int], ...] = (
+    (128, 64, 128), (244, 35, 232), (70, 70, 70), (102, 102, 156), (190, 153, 153),
+    (153, 153, 153), (250, 170, 30), (220, 220, 0), (107, 142, 35), (152, 251, 152),
+    (70, 130, 180), (220, 20, 60), (255, 0, 0), (0, 0, 142), (0, 0, 70), (0, 60, 100),
+    (0, 80, 100), (0, 0, 230), (119, 11, 32),
+)
+NUM_CLASSES = len(MUSES_CLASSES)
+MUSES_SPLITS = ("train", "val", "test")
+MUSES_WEATHERS = ("clear", "fog", "rain", "snow")
+MUSES_TIMES = ("day", "night")
+#: Valid ``conditions``: a weather, a time of day, or both joined as ``<weather>_<tod>``.
+MUSES_CONDITIONS = MUSES_WEATHERS + MUSES_TIMES + tuple(
+    f"{w}_{t}" for w in MUSES_WEATHERS for t in MUSES_TIMES)
+MUSES_LAYOUTS = ("multimodal", "sdk")
+CAMERA = "frame_camera"
+#: modality -> sensor folder / file tag.
+MUSES_FOLDERS: dict[str, str] = {
+    "rgb": CAMERA, "event": "event_camera", "lidar": "lidar", "radar": "radar",
+}
+PROJECTED = "projected_to_rgb"
+#: In the sdk layout these modalities read the SDK projections with these specs.
+SDK_SPECS: dict[str, str] = {
+    "event": "muses_event_projected", "lidar": "muses_lidar_projected",
+    "radar": "muses_radar_projected",
+}
+LABEL_FOLDER = "gt_semantic"
+LABEL_TAG = "gt_labelTrainIds"
+
+
+@dataclass(frozen=True)
+class MusesSample:
+    """Where one scene's files are and under which conditions it was recorded."""
+
+    id: str            # split/weather/tod/stem
+    weather: str
+    time_of_day: str
+    files: dict[str, Path]  # modality (+ "camera", "label") -> path
+
+    @property
+    def condition(self) -> str:
+        return f"{self.weather}_{self.time_of_day}"
+
+
+def default_label_root(root: Union[str, Path]) -> Path:
+    """``<root>/gt_semantic`` if present, else ``<root>/../gt_semantic`` if present, else the
+    first."""
+    root = Path(root)
+    for cand in (root / LABEL_FOLDER, root.parent / LABEL_FOLDER):
+        if cand.is_dir():
+            return cand
+    return root / LABEL_FOLDER
+
+
+def read_label(path: Union[str, Path]) -> np.ndarray:
+    """trainId PNG -> HxW int64 ids 0..18, 255 = ignore; DataError naming other ids."""
+    return check_label_ids(read_id_image(path), NUM_CLASSES, path)
+
+
+def _keep(s: MusesSample, conditions: tuple[str, ...]) -> bool:
+    weathers = [c for c in conditions if c in MUSES_WEATHERS]
+    times = [c for c in conditions if c in MUSES_TIMES]
+    pairs = [c for c in conditions if "_" in c]
+    if s.condition in pairs:
+        return True
+    if not weathers and not times:
+        return False
+    return (not weathers or s.weather in weathers) and (not times or s.time_of_day in times)
+
+
+class MusesDataset(Dataset):
+    """MUSES; items follow ``docs/contracts.md`` (meta condition = ``<weather>_<tod>``).
+
+    Args:
+        root: the multimodal root (``muses/multimodal``) or, for ``layout="sdk"``, the
+            official MUSES root.
+        split: train, val or test (test labels are withheld: all-255 labels if absent).
+        modalities: any of rgb, event, lidar, radar, in output order.
+        conditions: weathers (clear, fog, rain, snow) and/or times of day (day, night), or
+            pairs like ``fog_night``. Weathers and times combine with AND, names of one
+            kind with OR; a pair is kept as it is.
+        cases: MUSES has no sensor-failure cases; None or ["normal"].
+        transform: joint transform on ``{"modalities": images, "label"}`` (before normalising).
+        check: validate every file's existence and header size at construction.
+        missing: modalities replaced by zeros with ``present`` False (not read at all).
+        layout: "multimodal" (pre-rendered PNGs) or "sdk" (SDK projections).
+        label_root: the ``gt_semantic`` folder (default: see :func:`default_label_root`).
+    """
+
+    classes = MUSES_CLASSES
+    palette = MUSES_PALETTE
+    ignore_index = IGNORE_INDEX
+
+    def __init__(
+        self,
+        root: Union[str, Path],
+        split: str = "train",
+        modalities: Sequence[str] = ("rgb", "event", "lidar"),
+        conditions: Optional[Sequence[str]] = None,
+        cases: Optional[Sequence[str]] = None,
+        transform: Optional[Callable[[dict[str, Any]], dict[str, Any]]] = None,
+        check: bool = True,
+        missing: Sequence[str] = (),
+        layout: str = "multimodal",
+        label_root: Optional[Union[str, Path]] = None,
+    ) -> None:
+        super().__init__()
+        if split not in MUSES_SPLITS:
+            raise ConfigError(f"unknown MUSES split {split!r}; valid: {', '.join(MUSES_SPLITS)}")
+        if layout not in MUSES_LAYOUTS:
+            raise ConfigError(f"unknown MUSES layout {layout!r}; valid: {', '.join(MUSES_LAYOUTS)}")
+        if cases and set([cases] if isinstance(cases, str) else cases) != {"normal"}:
+            raise ConfigError(f"MUSES has no sensor-failure cases (filter with conditions); "
+                              f"got cases={cases}")
+        self.modalities, self.missing = check_modalities(
+            "MUSES", modalities, tuple(MUSES_FOLDERS), missing)
+        self.layout = layout
+        self.specs = specs_for(self.modalities, SDK_SPECS if layout == "sdk" else None)
+        self.root = Path(root)
+        self.split = split
+        self.conditions = check_names(conditions, MUSES_CONDITIONS, "MUSES conditions")
+        self.label_root = Path(label_root) if label_root is not None else \
+            default_label_root(self.root)
+        self.labelled = split != "test" or (self.label_root / split).is_dir()
+        self.transform = transform
+        self.samples = self._index()
+        if check:
+            self.check()
+
+    # -- indexing ---------------------------------------------------------------------------
+    def _index(self) -> list[MusesSample]:
+        pattern = f"{CAMERA}/{self.split}/*/*/*.png"
+        files = sorted(self.root.glob(pattern))
+        if not files:
+            raise DataError(f"{self.root}: no MUSES frame-camera images match {pattern!r} "
+                            f"(expected {self.root}/{CAMERA}/{self.split}/<weather>/<tod>/"
+                            f"<stem>_{CAMERA}.png)")
+        samples = [self._sample(f) for f in files]
+        if self.conditions is not None:
+            samples = [s for s in samples if _keep(s, self.conditions)]
+        if not samples:
+            raise DataError(f"{self.root}: {len(files)} images match {pattern!r} but none pass "
+                            f"conditions={list(self.conditions or ())}")
+        return samples
+
+    def _sample(self, camera: Path) -> MusesSample:
+        split, weather, tod, name = camera.relative_to(self.root / CAMERA).parts
+        if weather not in MUSES_WEATHERS or tod not in MUSES_TIMES:
+            raise DataError(f"{camera}: expected <weather>/<tod> folders with weather in "
+                            f"{'/'.join(MUSES_WEATHERS)} and tod in {'/'.join(MUSES_TIMES)}, "
+                            f"got {weather}/{tod}")
+        suffix = f"_{CAMERA}.png"
+        if not name.endswith(suffix) or len(name) == len(suffix):
+            raise DataError(f"{camera}: file name lacks the '{suffix}' ending "
+                            f"(expected <stem>{suffix})")
+        stem = name[: -len(suffix)]
+        rel = Path(split, weather, tod)
+        files = {m: self._modality_path(m, rel, stem) for m in self.modalities}
+        files["camera"] = camera
+        files["label"] = self.label_root / rel / f"{stem}_{LABEL_TAG}.png"
+        return MusesSample(f"{split}/{weather}/{tod}/{stem}", weather, tod, files)
+
+    def _modality_path(self, m: str, rel: Path, stem: str) -> Path:
+        folder = MUSES_FOLDERS[m]
+        if self.layout == "sdk" and m in SDK_SPECS:
+            base = self.root / PROJECTED / folder / rel
+            sdk = base / f"{stem}_{folder}.png"
+            cafuser = base / f"{stem}_{folder}_projected.png"
+            return cafuser if not sdk.is_file() and cafuser.is_file() else sdk
+        return self.root / folder / rel / f"{stem}_{folder}.png"
+
+    # -- validation -------------------------------------------------------------------------
+    def _check_sample(self, s: MusesSample) -> None:
+        ref = s.files["camera"]
+        expected = file_hw(ref)
+        keys = [m for m in self.modalities if m not in self.missing]
+        if self.labelled:
+            keys.append("label")
+        for key in keys:
+            what = "label" if key == "label" else f"modality {key!r}"
+            check_file(s.files[key], what, s.id, expected, f"the frame camera image {ref.name}")
+
+    def check(self) -> None:
+        """Validate every sample's files (existence and header size); DataError on the first."""
+        for s in self.samples:
+            self._check_sample(s)
+
+    # -- reading ----------------------------------------------------------------------------
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        s = self.samples[index]
+        self._check_sample(s)
+        images = {}
+        for m in self.modalities:
+            if m not in self.missing:
+                images[m] = self.specs[m].load(s.files[m])
+        hw = tuple(next(iter(images.values())).shape[-2:])
+        if self.labelled:
+            label = torch.from_numpy(read_label(s.files["label"]))
+        else:
+            label = torch.full(hw, IGNORE_INDEX, dtype=torch.int64)
+        for m, img in images.items():
+            if tuple(img.shape[-2:]) != tuple(label.shape):
+                raise DataError(f"{s.files[m]}: decoded to {tuple(img.shape[-2:])} but the label "
+                                f"gives {tuple(label.shape)}")
+        meta = {"id": s.id, "condition": s.condition, "case": "normal"}
+        return assemble_item(images, label, self.modalities, self.missing, self.specs,
+                             self.transform, meta)
+
+    def __repr__(self) -> str:
+        return (f"MusesDataset(root={str(self.root)!r}, split={self.split!r}, "
+                f"layout={self.layout!r}, modalities={list(self.modalities)}, n={len(self)})")
+
+
+class MusesSDKDataset(MusesDataset):
+    """:class:`MusesDataset` with ``layout="sdk"`` (the official root + SDK projections)."""
+
+    def __init__(self, root: Union[str, Path], split: str = "train",
+                 modalities: Sequence[str] = ("rgb", "event", "lidar"),
+                 conditions: Optional[Sequence[str]] = None,
+                 cases: Optional[Sequence[str]] = None,
+                 transform: Optional[Callable[[dict[str, Any]], dict[str, Any]]] = None,
+                 check: bool = True, missing: Sequence[str] = (),
+                 label_root: Optional[Union[str, Path]] = None) -> None:
+        super().__init__(root, split, modalities, conditions, cases, transform, check, missing,
+                         layout="sdk", label_root=label_root)
+
+
+def has_data(root: Union[str, Path]) -> bool:
+    """True if ``root`` holds MUSES frame-camera images."""
+    return any(Path(root).glob(f"{CAMERA}/*/*/*/*.png"))
+
+
+def generate(root: Union[str, Path], **kw: Any) -> dict:
+    """The synthetic MUSES stand-in (:func:`mmsam.data.synthetic.muses.generate_muses`)."""
+    from mmsam.data.synthetic.muses import generate_muses
+
+    return generate_muses(root, **kw)
