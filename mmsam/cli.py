@@ -3,7 +3,8 @@
     mmsam fit --config configs/demo/sam_lora_synthetic.yaml
     mmsam test --config ... --ckpt_path runs/demo/checkpoints/last.ckpt
     mmsam info --config ...            # trainable / frozen parameters per group
-    mmsam data synth --root data/synthetic_deliver
+    mmsam data synth --dataset deliver --root data/synthetic_deliver
+    mmsam data check --dataset deliver --root data/DELIVER
 """
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from mmsam.errors import CheckpointError, MMSamError
+from mmsam.errors import CheckpointError, ConfigError, MMSamError
 
 
 def _loggers(root: Path) -> list[Any]:
@@ -142,20 +143,41 @@ def _info(argv: list[str]) -> int:
 
 
 def _data(argv: list[str]) -> int:
+    from mmsam.data.datasets import list_datasets
+
     p = argparse.ArgumentParser(prog="mmsam data", description="Data-set utilities.")
     sub = p.add_subparsers(dest="cmd", required=True)
-    s = sub.add_parser("synth", help="write the synthetic multi-modal data set (DELIVER layout)")
-    s.add_argument("--root", default="data/synthetic_deliver")
+    s = sub.add_parser("synth", help="write a synthetic data set in a benchmark's own layout")
+    s.add_argument("--dataset", default="deliver", help=f"layout to write: {', '.join(list_datasets())}")
+    s.add_argument("--root", default=None, help="output folder (default data/synthetic_<dataset>)")
     s.add_argument("--num-train", type=int, default=160)
     s.add_argument("--num-val", type=int, default=40)
     s.add_argument("--num-test", type=int, default=40)
-    s.add_argument("--size", type=int, default=128, help="image side in pixels")
+    s.add_argument("--size", type=int, default=128, help="image side (height) in pixels")
     s.add_argument("--seed", type=int, default=0)
+    c = sub.add_parser("check", help="verify a download: counts, unreadable or mismatched files, class histogram")
+    c.add_argument("--dataset", required=True, help=f"one of {', '.join(list_datasets())}")
+    c.add_argument("--root", required=True)
+    c.add_argument("--splits", nargs="*", default=None)
+    c.add_argument("--modalities", nargs="*", default=None)
+    c.add_argument("--json", action="store_true", help="print the report as JSON")
     ns = p.parse_args(argv)
-    from mmsam.data.synthetic.deliver import generate_deliver
+    if ns.cmd == "check":
+        import json
 
-    summary = generate_deliver(ns.root, num_train=ns.num_train, num_val=ns.num_val, num_test=ns.num_test, size=ns.size, seed=ns.seed)
-    print(f"wrote the synthetic DELIVER-layout data set to {ns.root}: {summary}")
+        from mmsam.data.check import check_dataset
+
+        report = check_dataset(ns.dataset, ns.root, splits=ns.splits, modalities=ns.modalities, progress=True)
+        print(json.dumps(report.to_dict(), indent=2) if ns.json else report.format())
+        return report.exit_code  # 0 clean, 1 problems listed, 2 no sample found
+    from mmsam.data.datasets import get_dataset_entry
+
+    entry = get_dataset_entry(ns.dataset)
+    if entry.generator is None:
+        raise ConfigError(f"no synthetic generator for {ns.dataset!r}")
+    root = ns.root or f"data/synthetic_{ns.dataset}"
+    summary = entry.generator(root, num_train=ns.num_train, num_val=ns.num_val, num_test=ns.num_test, size=ns.size, seed=ns.seed)
+    print(f"wrote the synthetic {ns.dataset} data set to {root}: {summary}")
     return 0
 
 

@@ -170,3 +170,16 @@ def test_missing_modality_table_for_every_method(tiny_root, make_config, tmp_pat
     assert len(rows) == 15  # every non-empty subset of 4 modalities
     assert rows[0].split()[:4] == ["x", "x", "x", "x"] and sum(r.split()[:4] == ["x", "-", "-", "-"] for r in rows) == 1
     assert all(re.search(r"\d+\.\d\d\s+\d+\.\d\d\s+\d+\.\d\d$", r) for r in rows)
+
+
+def test_data_synth_and_check_report_missing_files(tmp_path, capsys):
+    root = tmp_path / "muses"
+    assert main(["data", "synth", "--dataset", "muses", "--root", str(root), "--num-train", "4", "--num-val", "2",
+                 "--num-test", "2", "--size", "64"]) == 0
+    assert main(["data", "check", "--dataset", "muses", "--root", str(root)]) == 0
+    victim = sorted(root.rglob("*_event_camera.png"))[0]
+    victim.rename(victim.with_name("renamed.png"))
+    capsys.readouterr()
+    assert main(["data", "check", "--dataset", "muses", "--root", str(root)]) == 1
+    assert victim.name in capsys.readouterr().out
+    assert main(["data", "check", "--dataset", "nope", "--root", str(root)]) == 2
