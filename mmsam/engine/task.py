@@ -33,7 +33,7 @@ class SegmentationTask(pl.LightningModule):
         warmup_epochs, warmup_ratio, poly_power: linear warm-up from ``warmup_ratio·lr``, then
             poly decay, stepped per iteration (MemorySAM / CMNeXt recipe).
         absent_classes: ``"zero"`` (reference protocol) or ``"skip"``; see ``SegmentationMetrics``.
-        eval_modality_subsets: extra subsets evaluated in validate/test, e.g. ``[["rgb"], ["rgb", "depth"]]``
+        eval_modality_subsets: extra subsets evaluated by ``validate`` / ``test`` (not during fit), e.g. ``[["rgb"], ["rgb", "depth"]]``
             (the others are removed from the batch, as when those sensors fail), or ``"all"`` for every
             non-empty subset of the trained modalities (the missing-modality robustness table).
         modality_dropout: training only: each modality of each sample is marked absent with this
@@ -112,7 +112,7 @@ class SegmentationTask(pl.LightningModule):
         return loss
 
     def _eval_step(self, stage: str, batch: dict[str, Any]) -> None:
-        for i, subset in enumerate(self.subsets):
+        for i, subset in enumerate(self._active_subsets()):
             logits = self.method(_restrict(batch, subset))["logits"]
             self.metrics[f"{stage}_{i}"].update(logits, batch["label"])
 
@@ -166,9 +166,14 @@ class SegmentationTask(pl.LightningModule):
             )
 
     # ---- helpers -----------------------------------------------------------------------
+    def _active_subsets(self) -> list[list[str]]:
+        """All subsets in validate/test; the full set only while fitting (model selection)."""
+        fitting = self._trainer is not None and self.trainer.state.fn == "fit"
+        return self.subsets[:1] if fitting else self.subsets
+
     def _log_epoch(self, stage: str) -> None:
         rows = []
-        for i, subset in enumerate(self.subsets):
+        for i, subset in enumerate(self._active_subsets()):
             metric = self.metrics[f"{stage}_{i}"]
             if metric.confmat.sum() == 0 and not self.trainer.sanity_checking:
                 metric.reset()
