@@ -27,7 +27,8 @@ class SegmentationTask(pl.LightningModule):
         method: the method, given in YAML as ``class_path`` + ``init_args``; it is called with
             ``(num_classes, modalities)`` taken from the data module.
         num_classes, modalities, class_names: filled from the data module by the CLI.
-        loss: ``"ohem"`` (OHEM cross-entropy, thresh ``ohem_thresh``; the papers' loss) or ``"ce"``.
+        loss: ``"ohem"`` (OHEM cross-entropy, thresh ``ohem_thresh``; the papers' loss), ``"ce"``, or
+            ``"none"`` when the method returns its whole loss under ``out["losses"]`` (Conv-LoRA SAM).
         aux_weight: weight of auxiliary-head losses a method returns under ``"aux"``.
         lr, weight_decay: AdamW.
         warmup_epochs, warmup_ratio, poly_power: linear warm-up from ``warmup_ratio·lr``, then
@@ -48,7 +49,7 @@ class SegmentationTask(pl.LightningModule):
         modalities: list[str] | None = None,
         class_names: list[str] | None = None,
         ignore_index: int = 255,
-        loss: Literal["ohem", "ce"] = "ohem",
+        loss: Literal["ohem", "ce", "none"] = "ohem",
         ohem_thresh: float = 0.7,
         aux_weight: float = 0.4,
         lr: float = 6e-4,
@@ -68,7 +69,7 @@ class SegmentationTask(pl.LightningModule):
         self.num_classes = num_classes
         self.modalities = modalities or list(getattr(self.method, "modalities", []))
         self.class_names = class_names or [str(i) for i in range(num_classes)]
-        self.loss_fn = build_loss(loss, ignore_index=ignore_index, ohem_thresh=ohem_thresh)
+        self.loss_fn = None if loss == "none" else build_loss(loss, ignore_index=ignore_index, ohem_thresh=ohem_thresh)
         if not 0.0 <= modality_dropout < 1.0:
             raise ConfigError(f"modality_dropout must be in [0, 1), got {modality_dropout}")
         if eval_modality_subsets == "all":
@@ -97,10 +98,12 @@ class SegmentationTask(pl.LightningModule):
             batch = drop_modalities(batch, self.hparams.modality_dropout)
         out = self.method(batch)
         label = batch["label"]
-        loss = self.loss_fn(out["logits"], label)
-        self.log("train/loss_main", loss, batch_size=label.shape[0])
+        loss = out["logits"].new_zeros(())
+        if self.loss_fn is not None:
+            loss = self.loss_fn(out["logits"], label)
+            self.log("train/loss_main", loss, batch_size=label.shape[0])
         for name, aux in (out.get("aux") or {}).items():
-            aux_loss = self.loss_fn(aux, label)
+            aux_loss = (self.loss_fn or nn.CrossEntropyLoss(ignore_index=self.hparams.ignore_index))(aux, label)
             self.log(f"train/loss_aux_{name}", aux_loss, batch_size=label.shape[0])
             loss = loss + self.hparams.aux_weight * aux_loss
         for name, extra in (out.get("losses") or {}).items():

@@ -6,7 +6,7 @@ from typing import Any, Sequence
 import torch
 from torch import nn
 
-from mmsam.adapters import AdapterConfig, inject_adapters, modality_layout
+from mmsam.adapters import AdapterConfig, add_balance_loss, inject_adapters, modality_layout
 from mmsam.backbones import create_backbone
 from mmsam.data.modalities import get_modality
 from mmsam.errors import ConfigError
@@ -104,7 +104,8 @@ class SegmentationMethod(nn.Module):
 
     def forward(self, batch: dict[str, Any]) -> dict[str, Any]:
         size = next(iter(batch["modalities"].values())).shape[-2:]
-        return self.forward_head(self.forward_features(batch), size)
+        # adapters with an auxiliary loss (Conv-LoRA's gate balance) report it under out["losses"]
+        return add_balance_loss(self, self.forward_head(self.forward_features(batch), size))
 
     def forward_features(self, batch: dict[str, Any]) -> Any:
         raise NotImplementedError

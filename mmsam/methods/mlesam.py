@@ -34,7 +34,8 @@ class MLESAM(SegmentationMethod):
         checkpoint: official SAM / SAM 2 file, or ``None`` (random weights).
         lora: each modality expert's adapter config (LoRA of rank 32 on q and v per the spec;
             any LoRA-family config, e.g. Conv-LoRA, via ``class_path``); where it is injected
-            comes from its ``target_modules`` / ``exclude_modules`` / ``blocks``.
+            comes from its ``target_modules`` / ``exclude_modules`` / ``blocks``. ``None``: rank 32
+            on q and v.
         top_k: router keeps the k best present modalities per image (``None``: all present).
         router_gate: ``"sigmoid"`` (Eq. 8 as quoted) or ``"none"``.
         fusion: ``"both"`` (routed + mean, the paper's full model), ``"routed"`` or ``"mean"``
@@ -51,7 +52,7 @@ class MLESAM(SegmentationMethod):
         backbone: str = "sam2_hiera_b+",
         img_size: int = 1024,
         checkpoint: str | None = None,
-        lora: LoRAConfig = LoRAConfig(r=32, parts=["q", "v"]),
+        lora: LoRAConfig | None = None,
         top_k: int | None = None,
         router_gate: Literal["sigmoid", "none"] = "sigmoid",
         fusion: Literal["both", "routed", "mean"] = "both",
@@ -61,6 +62,8 @@ class MLESAM(SegmentationMethod):
         super().__init__(num_classes, modalities)
         if fusion not in ("both", "routed", "mean"):
             raise ConfigError(f"fusion must be 'both', 'routed' or 'mean', got {fusion!r}")
+        if lora is None:  # not an instance default: see SamLoRA
+            lora = LoRAConfig(r=32, parts=["q", "v"])
         moe = MoELoRAConfig(
             target_modules=lora.target_modules,
             exclude_modules=lora.exclude_modules,

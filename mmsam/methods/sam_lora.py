@@ -32,7 +32,7 @@ class SamLoRA(SegmentationMethod):
         checkpoint: official checkpoint file (``sam_vit_b_01ec64.pth``, ``sam2.1_hiera_tiny.pt``…);
             ``None`` keeps random weights (tests, the demo).
         lora: where and how the shared adapter is injected: a ``LoRAConfig`` or any LoRA-family
-            config (e.g. Conv-LoRA) given by ``class_path``.
+            config (e.g. Conv-LoRA) given by ``class_path``. ``None``: rank 4 on q and v.
     """
 
     def __init__(
@@ -43,11 +43,13 @@ class SamLoRA(SegmentationMethod):
         backbone: str = "sam_vit_b",
         img_size: int = 1024,
         checkpoint: str | None = None,
-        lora: LoRAConfig = LoRAConfig(r=4, parts=["q", "v"]),
+        lora: LoRAConfig | None = None,
     ) -> None:
         super().__init__(num_classes, modalities)
-        # a private copy: the default instance is shared between calls
-        self.build_frozen_sam(backbone, img_size=img_size, checkpoint=checkpoint, adapter=copy.deepcopy(lora))
+        # None rather than an instance default: a class_path switching to another adapter type
+        # must not silently inherit this method's LoRA values
+        lora = copy.deepcopy(lora) if lora is not None else LoRAConfig(r=4, parts=["q", "v"])
+        self.build_frozen_sam(backbone, img_size=img_size, checkpoint=checkpoint, adapter=lora)
         self.train()  # official builders return eval-mode modules; LoRA dropout must follow the task's mode
 
     def forward_features(self, batch: dict[str, Any]) -> list[torch.Tensor]:

@@ -84,3 +84,17 @@ def test_sam_vit_b_lora_parameter_count():
     # rank 4 on the q and v slices of 12 fused qkv (768 -> 3*768): 12 * 2 * (768*4 + 4*768)
     assert groups["adapters"] == 12 * 2 * (768 * 4 + 4 * 768)
     assert groups["fusion"] == 0
+
+
+@pytest.mark.parametrize("method", ["sam_lora", "mlesam"])
+def test_conv_lora_balance_loss_reaches_every_method(method):
+    from mmsam.adapters import ConvLoRAConfig
+
+    m = create_method(method, num_classes=5, modalities=["rgb", "depth"], backbone="sam_vit_tiny", img_size=128,
+                      lora=ConvLoRAConfig(r=2, target_modules=["attn.qkv"]))
+    out = m(_batch(mods=["rgb", "depth"]))
+    assert out["losses"]["balance"].ndim == 0 and torch.isfinite(out["losses"]["balance"])
+    gate = [p for n, p in m.named_parameters() if "gate" in n and p.requires_grad]
+    assert gate
+    out["losses"]["balance"].backward()
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in gate)

@@ -43,6 +43,11 @@ class BinarySample:
     image: Path
     label: Path
 
+    @property
+    def files(self) -> dict[str, Path]:
+        """Modality name (+ "label") -> path, as ``mmsam data check`` reads samples."""
+        return {"rgb": self.image, "label": self.label}
+
 
 def decode_mask(raw: np.ndarray, path: Union[str, Path] = "<mask>") -> np.ndarray:
     """An HxW(xC) mask array -> HxW int64 with 0 background, 1 foreground."""
@@ -56,6 +61,11 @@ def decode_mask(raw: np.ndarray, path: Union[str, Path] = "<mask>") -> np.ndarra
     if np.issubdtype(v.dtype, np.floating):
         return (v >= 0.5).astype(np.int64)
     raise DataError(f"{path}: unsupported mask pixel type {v.dtype}")
+
+
+def read_label(path: Union[str, Path]) -> np.ndarray:
+    """A mask file -> HxW int64 labels (0 background, 1 foreground)."""
+    return decode_mask(read_image(path), path)
 
 
 def binary_folder_has_data(root: Union[str, Path]) -> bool:
@@ -91,6 +101,7 @@ class BinaryFolderDataset(Dataset):
     classes = BINARY_CLASSES
     palette = BINARY_PALETTE
     ignore_index = IGNORE_INDEX
+    resizable = ("rgb",)  # image and mask may differ in size (the mask is resized to the image)
 
     def __init__(
         self,
@@ -114,6 +125,7 @@ class BinaryFolderDataset(Dataset):
         if missing:
             raise ConfigError(f"the only modality (rgb) cannot be missing; got missing={list(missing)}")
         self.spec = get_modality("rgb")
+        self.specs = {"rgb": self.spec}
         self.root = Path(root)
         self.split = split
         self.transform = transform
@@ -171,7 +183,7 @@ class BinaryFolderDataset(Dataset):
     def __getitem__(self, index: int) -> dict[str, Any]:
         s = self.samples[index]
         image = self.spec.load(s.image)
-        label = torch.from_numpy(decode_mask(read_image(s.label), s.label))
+        label = torch.from_numpy(read_label(s.label))
         if tuple(label.shape) != tuple(image.shape[-2:]):
             label = resize_nearest(label, tuple(image.shape[-2:]))
         sample: dict[str, Any] = {"modalities": {"rgb": image}, "label": label}
