@@ -25,6 +25,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from mmsam.data.datasets.common import assemble_item
 from mmsam.data.modalities import get_modality, image_size, read_image, validate_modalities
 from mmsam.data.transforms import IGNORE_INDEX, resize_nearest
 from mmsam.errors import ConfigError, DataError
@@ -186,15 +187,9 @@ class BinaryFolderDataset(Dataset):
         label = torch.from_numpy(read_label(s.label))
         if tuple(label.shape) != tuple(image.shape[-2:]):
             label = resize_nearest(label, tuple(image.shape[-2:]))
-        sample: dict[str, Any] = {"modalities": {"rgb": image}, "label": label}
-        if self.transform is not None:
-            sample = self.transform(sample)
-        return {
-            "modalities": {"rgb": self.spec.normalize(sample["modalities"]["rgb"])},
-            "present": {"rgb": torch.tensor(True)},
-            "label": sample["label"].long(),
-            "meta": {"id": s.id, "condition": "", "case": s.case},
-        }
+        meta = {"id": s.id, "condition": "", "case": s.case}
+        return assemble_item({"rgb": image}, label, self.modalities, (), self.specs,
+                             self.transform, meta)
 
     def __repr__(self) -> str:
         return f"BinaryFolderDataset(root={str(self.root)!r}, split={self.split!r}, n={len(self)})"

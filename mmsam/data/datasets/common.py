@@ -67,20 +67,25 @@ def file_hw(path: PathLike) -> tuple[int, int]:
 
 
 def check_file(path: Path, what: str, sample_id: str, expected: tuple[int, int],
-               expected_from: str) -> None:
-    """DataError naming ``path`` if it is missing or its size differs from ``expected``."""
+               expected_from: str, *, match_size: bool = True, size_prefix: str = "") -> None:
+    """DataError naming ``path`` if it is missing or its size differs from ``expected``.
+
+    The header is read (and must be readable) either way; with ``match_size`` False its size
+    is not compared. ``size_prefix`` goes before the size in the message (e.g. "image is ").
+    """
     if not path.is_file():
         raise DataError(f"{path}: missing file for {what} of sample {sample_id}")
     hw = file_hw(path)
-    if hw != expected:
-        raise DataError(f"{path}: {hw[0]}x{hw[1]} (HxW) but {expected_from} is "
+    if match_size and hw != expected:
+        raise DataError(f"{path}: {size_prefix}{hw[0]}x{hw[1]} (HxW) but {expected_from} is "
                         f"{expected[0]}x{expected[1]}")
 
 
-def read_id_image(path: PathLike) -> np.ndarray:
+def read_id_image(path: PathLike, first_channel: bool = False) -> np.ndarray:
     """A single-channel id image as HxW int64 (palette PNGs give their indices).
 
-    Multi-channel images are accepted only when every channel is equal; DataError otherwise.
+    Multi-channel images are accepted only when every channel is equal (DataError otherwise),
+    or, with ``first_channel``, whatever the other channels hold: the first one is used.
     """
     p = Path(path)
     raw: Optional[np.ndarray] = None
@@ -97,8 +102,9 @@ def read_id_image(path: PathLike) -> np.ndarray:
     if not np.issubdtype(raw.dtype, np.integer):
         raise DataError(f"{p}: label must be an integer image, got {raw.dtype}")
     if raw.ndim == 3:
-        if raw.shape[2] > 1 and not all(np.array_equal(raw[..., 0], raw[..., c])
-                                        for c in range(1, raw.shape[2])):
+        if (not first_channel and raw.shape[2] > 1
+                and not all(np.array_equal(raw[..., 0], raw[..., c])
+                            for c in range(1, raw.shape[2]))):
             raise DataError(f"{p}: label has {raw.shape[2]} differing channels; expected a "
                             f"single-channel id image")
         raw = raw[..., 0]

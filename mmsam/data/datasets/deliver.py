@@ -13,10 +13,17 @@ from typing import Any, Callable, Optional, Sequence, Union
 
 import numpy as np
 import torch
-from PIL import Image
 from torch.utils.data import Dataset
 
-from mmsam.data.modalities import get_modality, image_size, read_image, validate_modalities
+from mmsam.data.datasets.common import (
+    assemble_item,
+    check_file,
+    check_modalities,
+    check_names,
+    read_id_image,
+    specs_for,
+)
+from mmsam.data.modalities import image_size
 from mmsam.data.transforms import IGNORE_INDEX, resize_nearest
 from mmsam.errors import ConfigError, DataError
 
@@ -59,17 +66,6 @@ class DeliverSample:
     files: dict[str, Path]  # modality name (+ "label") -> path
 
 
-def _names(value: Optional[Sequence[str]], allowed: Sequence[str], what: str) -> Optional[tuple]:
-    if value is None:
-        return None
-    if isinstance(value, str):
-        value = (value,)
-    bad = [v for v in value if v not in allowed]
-    if bad:
-        raise ConfigError(f"unknown DELIVER {what} {bad}; valid: {', '.join(allowed)}")
-    return tuple(value)
-
-
 def decode_label(raw: np.ndarray, path: Union[str, Path] = "<label>") -> np.ndarray:
     """First channel ids 1..25 -> 0..24; 0 and 255 -> 255. DataError on other ids."""
     ids = raw[..., 0] if raw.ndim == 3 else raw
@@ -89,20 +85,7 @@ def read_label(path: Union[str, Path]) -> np.ndarray:
     The id is the first channel; a palette (mode "P") PNG gives its indices instead.
     """
     p = Path(path)
-    raw: Optional[np.ndarray] = None
-    if p.is_file():
-        try:
-            with Image.open(p) as img:
-                if img.mode == "P":
-                    img.load()
-                    raw = np.array(img)
-        except Exception:
-            raw = None  # read_image below reports the problem naming the file
-    if raw is None:
-        raw = read_image(p)
-    if not np.issubdtype(raw.dtype, np.integer):
-        raise DataError(f"{p}: label must be an integer image, got {raw.dtype}")
-    return decode_label(raw, p)
+    return decode_label(read_id_image(p, first_channel=True), p)
 
 
 class DeliverDataset(Dataset):
@@ -139,22 +122,13 @@ class DeliverDataset(Dataset):
         if split not in DELIVER_SPLITS:
             raise ConfigError(f"unknown DELIVER split {split!r}; "
                               f"valid: {', '.join(DELIVER_SPLITS)}")
-        self.modalities = validate_modalities(modalities)
-        unsupported = [m for m in self.modalities if m not in DELIVER_FOLDERS]
-        if unsupported:
-            raise ConfigError(f"DELIVER has no modality {unsupported}; it provides "
-                              f"{', '.join(DELIVER_FOLDERS)}")
-        self.missing = tuple(missing)
-        extra = [m for m in self.missing if m not in self.modalities]
-        if extra:
-            raise ConfigError(f"missing modalities {extra} are not among {list(self.modalities)}")
-        if set(self.missing) == set(self.modalities):
-            raise ConfigError("at least one modality must be present (all are listed as missing)")
-        self.specs = {m: get_modality(m) for m in self.modalities}
+        self.modalities, self.missing = check_modalities(
+            "DELIVER", modalities, tuple(DELIVER_FOLDERS), missing)
+        self.specs = specs_for(self.modalities)
         self.root = Path(root)
         self.split = split
-        self.conditions = _names(conditions, DELIVER_CONDITIONS, "conditions")
-        self.cases = _names(cases, DELIVER_CASES, "cases")
+        self.conditions = check_names(conditions, DELIVER_CONDITIONS, "DELIVER conditions")
+        self.cases = check_names(cases, DELIVER_CASES, "DELIVER cases")
         self.transform = transform
         self.samples = self._index()
         if check:
@@ -206,14 +180,11 @@ class DeliverDataset(Dataset):
     def _check_sample(self, s: DeliverSample) -> None:
         expected = image_size(s.files["rgb_ref"])
         for key in self._needed(s):
-            path = s.files[key]
-            if not path.is_file():
-                what = "label" if key == "label" else f"modality {key!r}"
-                raise DataError(f"{path}: missing file for {what} of sample {s.id}")
-            hw = image_size(path)
-            if hw != expected and key not in RESIZABLE:
-                raise DataError(f"{path}: image is {hw[0]}x{hw[1]} (HxW) but the RGB image "
-                                f"{s.files['rgb_ref'].name} is {expected[0]}x{expected[1]}")
+            # every file here is a .png, so check_file's header read is image_size's
+            what = "label" if key == "label" else f"modality {key!r}"
+            check_file(s.files[key], what, s.id, expected,
+                       f"the RGB image {s.files['rgb_ref'].name}",
+                       match_size=key not in RESIZABLE, size_prefix="image is ")
 
     def check(self) -> None:
         """Validate every sample's files (existence and header size); DataError on the first."""
@@ -237,22 +208,9 @@ class DeliverDataset(Dataset):
             if tuple(img.shape[-2:]) != hw:  # only RESIZABLE modalities get here
                 img = resize_nearest(img, hw)
             images[m] = img
-        sample: dict[str, Any] = {"modalities": images, "label": label}
-        if self.transform is not None:
-            sample = self.transform(sample)
-        out_hw = tuple(sample["label"].shape[-2:])
-        mods = {}
-        for m in self.modalities:
-            if m in self.missing:
-                mods[m] = torch.zeros(3, *out_hw, dtype=torch.float32)
-            else:
-                mods[m] = self.specs[m].normalize(sample["modalities"][m])
-        return {
-            "modalities": mods,
-            "present": {m: torch.tensor(m not in self.missing) for m in self.modalities},
-            "label": sample["label"].long(),
-            "meta": {"id": s.id, "condition": s.condition, "case": s.case},
-        }
+        meta = {"id": s.id, "condition": s.condition, "case": s.case}
+        return assemble_item(images, label, self.modalities, self.missing, self.specs,
+                             self.transform, meta)
 
     def __repr__(self) -> str:
         return (f"DeliverDataset(root={str(self.root)!r}, split={self.split!r}, "

@@ -17,7 +17,7 @@ import numpy as np
 from PIL import Image
 
 from mmsam.data.synthetic.sensors import render_sample
-from mmsam.errors import ConfigError
+from mmsam.data.synthetic.common import check_generate_args
 
 CONDITIONS = ("cloud", "fog", "night", "rain", "sun")
 #: Scene suffix cycle: half the scenes normal, the rest one sensor-failure case each.
@@ -79,11 +79,7 @@ def generate_deliver(
     progress: bool = True,
 ) -> dict:
     """Generate the synthetic DELIVER-layout set under ``root``; return a summary dict."""
-    counts = {"train": num_train, "val": num_val, "test": num_test}
-    if any(not isinstance(v, int) or v < 0 for v in counts.values()):
-        raise ConfigError(f"sample counts must be non-negative ints, got {counts}")
-    if not isinstance(size, int) or size < 16:
-        raise ConfigError(f"size must be an int >= 16, got {size!r}")
+    counts = check_generate_args(num_train, num_val, num_test, size)
     root = Path(root)
     (root / MARKER).unlink(missing_ok=True)  # incomplete until the marker is rewritten
     start = time.perf_counter()

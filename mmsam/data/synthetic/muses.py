@@ -40,7 +40,7 @@ from mmsam.data.datasets.muses import (
 from mmsam.data.modalities import MUSES_CODEC_SCALE, MUSES_CODEC_SHIFT
 from mmsam.data.synthetic import driving as d
 from mmsam.data.synthetic.sensors import apply_fog, camera, events, lidar, radiance
-from mmsam.errors import ConfigError
+from mmsam.data.synthetic.common import check_generate_args
 
 MARKER = "mmsam_synthetic.json"
 GENERATOR = "mmsam.synthetic.muses"
@@ -181,11 +181,7 @@ def generate_muses(
 
     Samples cycle through the 8 (weather, time of day) pairs.
     """
-    counts = {"train": num_train, "val": num_val, "test": num_test}
-    if any(not isinstance(v, int) or v < 0 for v in counts.values()):
-        raise ConfigError(f"sample counts must be non-negative ints, got {counts}")
-    if not isinstance(size, int) or size < 16:
-        raise ConfigError(f"size must be an int >= 16, got {size!r}")
+    counts = check_generate_args(num_train, num_val, num_test, size)
     root = Path(root)
     (root / MARKER).unlink(missing_ok=True)
     start = time.perf_counter()
