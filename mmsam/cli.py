@@ -3,6 +3,7 @@
     mmsam fit --config configs/demo/sam_lora_synthetic.yaml
     mmsam test --config ... --ckpt_path runs/demo/checkpoints/last.ckpt
     mmsam info --config ...            # trainable / frozen parameters per group
+    mmsam report --config ... --ckpt_path C --output DIR   # report.md + figures for one checkpoint
     mmsam data synth --dataset deliver --root data/synthetic_deliver
     mmsam data check --dataset deliver --root data/DELIVER
 """
@@ -142,6 +143,40 @@ def _info(argv: list[str]) -> int:
     return 0
 
 
+def _report(argv: list[str]) -> int:
+    p = argparse.ArgumentParser(prog="mmsam report", description="Evaluate a checkpoint on the test split and write report.md plus PNG figures.")
+    p.add_argument("--config", required=True, help="the YAML config used for fit")
+    p.add_argument("--ckpt_path", required=True, help="the Lightning checkpoint to evaluate")
+    p.add_argument("--output", default=None, help="output folder (default: <checkpoint folder>/../report)")
+    p.add_argument("--examples", type=int, default=4, help="test samples drawn beside their ground truth")
+    ns, rest = p.parse_known_args(argv)
+    ckpt = Path(ns.ckpt_path)
+    if not ckpt.is_file():
+        raise CheckpointError(f"{ckpt}: checkpoint file not found")
+    import logging
+
+    import lightning.pytorch  # noqa: F401
+
+    for name in ("lightning.pytorch", "lightning.fabric"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    from mmsam.engine.report import load_checkpoint_weights, write_report
+
+    cli = lightning_main(["--config", ns.config, *rest], run=False)
+    load_checkpoint_weights(cli.model, ckpt)
+    trainer = cli.trainer
+    out = Path(ns.output) if ns.output else ckpt.resolve().parent.parent / "report"
+    result = write_report(
+        cli.model, cli.datamodule, out, examples=ns.examples,
+        device=trainer.strategy.root_device, autocast=trainer.precision_plugin.forward_context,
+        title=f"checkpoint `{ckpt}`, config `{ns.config}`",
+    )
+    full = result["full"]
+    print(f"mIoU {100 * full['mIoU']:.2f}   OA {100 * full['OA']:.2f}   mF1 {100 * full['mF1']:.2f}   "
+          f"({result['num_samples']} test samples)")
+    print(f"wrote {out / 'report.md'} and {len(result['files']) - 1} figure(s)")
+    return 0
+
+
 def _data(argv: list[str]) -> int:
     from mmsam.data.datasets import list_datasets
 
@@ -191,6 +226,8 @@ def main(argv: list[str] | None = None) -> int:
             return _data(args[1:])
         if args and args[0] == "info":
             return _info(args[1:])
+        if args and args[0] == "report":
+            return _report(args[1:])
         lightning_main(argv)
         return 0
     except MMSamError as e:

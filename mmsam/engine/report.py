@@ -1,0 +1,255 @@
+"""One evaluation report for a checkpoint (``mmsam report``): ``report.md`` plus PNG figures.
+
+Everything is scored with the same :class:`~mmsam.metrics.SegmentationMetrics` as ``mmsam test``:
+per-class IoU / F1, mIoU per non-empty subset of the trained modalities (the others removed from
+the batch, as when those sensors fail), mIoU per condition and per case (sensor failure) when the
+data set's samples carry them, a row-normalised confusion-matrix heat map and a few colour-coded
+predictions beside the ground truth. Figures are drawn with PIL only (no matplotlib needed).
+"""
+from __future__ import annotations
+
+import contextlib
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+from PIL import Image, ImageDraw
+
+from mmsam.engine.prediction_writer import _default_palette, colorize
+from mmsam.engine.task import _restrict, all_subsets, subset_key
+from mmsam.errors import CheckpointError
+from mmsam.metrics import SegmentationMetrics
+
+
+def load_checkpoint_weights(task: Any, path: str | Path) -> dict[str, Any]:
+    """Load a Lightning checkpoint's ``state_dict`` into ``task``; a missing or unfitting file is refused."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: checkpoint file not found")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as e:  # noqa: BLE001  (torn / foreign file: one message naming it)
+        raise CheckpointError(f"{path}: cannot read the checkpoint ({type(e).__name__}: {e})") from None
+    if not isinstance(ckpt, dict):
+        raise CheckpointError(f"{path}: not a Lightning checkpoint of mmsam")
+    try:
+        task.on_load_checkpoint(ckpt)  # the task's own fit check: missing / unexpected keys named
+    except CheckpointError as e:
+        raise CheckpointError(f"{path}: {e}") from None
+    task.load_state_dict(ckpt["state_dict"])
+    return ckpt
+
+
+def _pct(v: Any) -> str:
+    v = float(v)
+    return "n/a" if v != v else f"{100 * v:.2f}"
+
+
+def _scores(metric: SegmentationMetrics) -> dict[str, Any]:
+    s = metric.compute()
+    return {k: (v.tolist() if v.ndim else float(v)) for k, v in s.items()}
+
+
+def _new_metric(task: Any, device: torch.device) -> SegmentationMetrics:
+    return SegmentationMetrics(
+        task.num_classes, ignore_index=task.hparams.ignore_index, absent_classes=task.hparams.absent_classes
+    ).to(device)
+
+
+def _meta_list(meta: dict[str, Any], key: str, n: int) -> list[str] | None:
+    values = meta.get(key) if isinstance(meta, dict) else None
+    if values is None:
+        return None
+    if isinstance(values, str):
+        values = [values] * n
+    return [str(v) for v in values]
+
+
+def _to_rgb(image: torch.Tensor) -> np.ndarray:
+    """A ``(C, H, W)`` normalised input as a viewable ``(H, W, 3)`` uint8 image (per-image min-max)."""
+    x = image.detach().float().cpu()
+    x = x[:3] if x.shape[0] >= 3 else x[:1].expand(3, -1, -1)
+    lo, hi = x.amin(), x.amax()
+    x = (x - lo) / (hi - lo).clamp(min=1e-6)
+    return (x.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
+
+
+def _heat(v: np.ndarray) -> np.ndarray:
+    """Values in [0, 1] to a white → dark-blue ramp, ``(..., 3)`` uint8."""
+    lo, hi = np.array([255.0, 255.0, 255.0]), np.array([8.0, 48.0, 107.0])
+    v = np.clip(np.nan_to_num(v), 0.0, 1.0)[..., None]
+    return (lo + (hi - lo) * v).round().astype(np.uint8)
+
+
+def draw_confusion(confmat: np.ndarray, path: Path, class_names: Sequence[str] | None = None) -> Path:
+    """Row-normalised ``K×K`` confusion matrix (rows truth, columns prediction) as a PNG heat map."""
+    k = confmat.shape[0]
+    rows = confmat.sum(1, keepdims=True).astype(np.float64)
+    norm = np.where(rows > 0, confmat / np.maximum(rows, 1), 0.0)
+    cell = max(6, min(32, 640 // max(k, 1)))
+    margin = 28 if cell >= 14 else 4
+    grid = np.kron(_heat(norm), np.ones((cell, cell, 1), dtype=np.uint8))
+    canvas = Image.new("RGB", (margin + k * cell + 1, margin + k * cell + 1), (255, 255, 255))
+    canvas.paste(Image.fromarray(grid), (margin, margin))
+    draw = ImageDraw.Draw(canvas)
+    for i in range(k + 1):  # thin grid lines
+        draw.line([(margin + i * cell, margin), (margin + i * cell, margin + k * cell)], fill=(200, 200, 200))
+        draw.line([(margin, margin + i * cell), (margin + k * cell, margin + i * cell)], fill=(200, 200, 200))
+    if margin > 4:  # class indices along both axes
+        for i in range(k):
+            draw.text((margin + i * cell + 2, 2 + (i % 2) * 12), str(i), fill=(0, 0, 0))
+            draw.text((2, margin + i * cell + (cell - 10) // 2), str(i), fill=(0, 0, 0))
+    canvas.save(path)
+    return path
+
+
+def draw_examples(examples: list[tuple[np.ndarray, np.ndarray, np.ndarray, str]], palette: Sequence[Sequence[int]], path: Path) -> Path:
+    """One row per example: input | ground truth | prediction (ignored pixels black)."""
+    h, w = examples[0][1].shape
+    scale = max(1, 160 // max(h, w))
+    gap = 4
+    cols = 3
+    canvas = Image.new("RGB", (cols * w * scale + (cols + 1) * gap, len(examples) * (h * scale + gap) + gap + 14), (255, 255, 255))
+    draw = ImageDraw.Draw(canvas)
+    for c, title in enumerate(("input", "ground truth", "prediction")):
+        draw.text((gap + c * (w * scale + gap), 2), title, fill=(0, 0, 0))
+    for r, (rgb, gt, pred, _sid) in enumerate(examples):
+        tiles = [rgb, colorize(gt.astype(np.uint8), palette), colorize(pred.astype(np.uint8), palette)]
+        for c, tile in enumerate(tiles):
+            img = Image.fromarray(tile).resize((w * scale, h * scale), Image.NEAREST)
+            canvas.paste(img, (gap + c * (w * scale + gap), 14 + gap + r * (h * scale + gap)))
+    canvas.save(path)
+    return path
+
+
+def _table(header: Sequence[str], rows: list[Sequence[str]]) -> list[str]:
+    return ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|", *("| " + " | ".join(r) + " |" for r in rows)]
+
+
+def write_report(task: Any, datamodule: Any, output_dir: str | Path, *, examples: int = 4,
+                 device: torch.device | str | None = None, autocast: Any = None,
+                 title: str | None = None) -> dict[str, Any]:
+    """Evaluate ``task`` on the test split of ``datamodule`` and write ``output_dir/report.md`` + PNGs.
+
+    Args:
+        task: a :class:`~mmsam.engine.SegmentationTask` holding the weights to evaluate.
+        datamodule: the data module; its test loader is looped once.
+        output_dir: where ``report.md``, ``confusion.png`` and ``examples.png`` go.
+        examples: how many test samples to draw beside their ground truth (0: none).
+        device: where to run (default: where the task's parameters are).
+        autocast: a context manager factory run around each forward (the trainer's precision).
+        title: a line naming what was evaluated (checkpoint, config).
+
+    Returns the scores (fractions in [0, 1]): ``full``, ``subsets`` (by ``"a+b"`` key),
+    ``conditions``, ``cases`` and ``files`` written.
+    """
+    from lightning.pytorch.utilities import move_data_to_device
+
+    out = Path(output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    device = torch.device(device) if device is not None else next(task.parameters()).device
+    task = task.to(device)
+    autocast = autocast or contextlib.nullcontext
+    modalities = list(task.modalities)
+    subsets = all_subsets(modalities)  # the full set first
+    metrics = [_new_metric(task, device) for _ in subsets]
+    by_condition: dict[str, SegmentationMetrics] = {}
+    by_case: dict[str, SegmentationMetrics] = {}
+    counts: dict[tuple[str, str], int] = {}
+    shown: list[tuple[np.ndarray, np.ndarray, np.ndarray, str]] = []
+    palette = list(getattr(datamodule, "palette", None) or _default_palette(task.num_classes))
+    datamodule.setup("test")
+    loader = datamodule.test_dataloader()
+    n_samples = 0
+    was_training = task.training
+    task.eval()
+    try:
+        with torch.inference_mode():
+            for batch in loader:
+                batch = move_data_to_device(batch, device)
+                label = batch["label"]
+                b = label.shape[0]
+                n_samples += b
+                meta = batch.get("meta") or {}
+                for metric, subset in zip(metrics, subsets):
+                    with autocast():
+                        logits = task.method(_restrict(batch, subset))["logits"]
+                    metric.update(logits, label)
+                    if subset is subsets[0]:
+                        pred = logits.argmax(1)
+                        for key, store in (("condition", by_condition), ("case", by_case)):
+                            names = _meta_list(meta, key, b)
+                            for i, name in enumerate(names or []):
+                                if name not in store:
+                                    store[name] = _new_metric(task, device)
+                                store[name].update(pred[i : i + 1], label[i : i + 1])
+                                counts[(key, name)] = counts.get((key, name), 0) + 1
+                        ids = _meta_list(meta, "id", b) or [str(n_samples - b + i) for i in range(b)]
+                        first = batch["modalities"][modalities[0]]
+                        for i in range(b):
+                            if len(shown) >= examples:
+                                break
+                            shown.append((_to_rgb(first[i]), label[i].cpu().numpy(), pred[i].cpu().numpy(), ids[i]))
+    finally:
+        task.train(was_training)
+
+    full = _scores(metrics[0])
+    result: dict[str, Any] = {
+        "full": full,
+        "subsets": {subset_key(s): _scores(m) for s, m in zip(subsets, metrics)},
+        "conditions": {k: _scores(m) for k, m in sorted(by_condition.items())},
+        "cases": {k: _scores(m) for k, m in sorted(by_case.items())},
+        "num_samples": n_samples,
+        "files": [],
+    }
+    class_names = list(task.class_names)
+    confmat = metrics[0].confmat.detach().cpu().numpy()
+    files = [draw_confusion(confmat, out / "confusion.png", class_names)]
+    if shown:
+        files.append(draw_examples(shown, palette, out / "examples.png"))
+
+    lines = ["# Evaluation report", ""]
+    if title:
+        lines += [title, ""]
+    method = type(getattr(task, "method", task)).__name__
+    lines += [
+        f"- method: `{method}`; modalities: {', '.join(modalities)}; classes: {task.num_classes}",
+        f"- test samples: {n_samples}; absent classes: `{task.hparams.absent_classes}`; scores in percent",
+        "",
+        "## Summary (all modalities)",
+        "",
+        *_table(["mIoU", "OA", "mAcc", "mF1"], [[_pct(full["mIoU"]), _pct(full["OA"]), _pct(full["mAcc"]), _pct(full["mF1"])]]),
+        "",
+        "## Per class",
+        "",
+    ]
+    gt_pixels = confmat.sum(1)
+    lines += _table(
+        ["#", "class", "IoU", "F1", "Acc", "pixels"],
+        [[str(i), name, _pct(full["IoU"][i]), _pct(full["F1"][i]), _pct(full["Acc"][i]), str(int(gt_pixels[i]))]
+         for i, name in enumerate(class_names)],
+    )
+    lines += ["", "## Modality subsets (x present, - removed)", ""]
+    lines += _table(
+        [*modalities, "mIoU", "OA", "mF1"],
+        [[*("x" if m in s else "-" for m in modalities), *(_pct(result["subsets"][subset_key(s)][k]) for k in ("mIoU", "OA", "mF1"))]
+         for s in subsets],
+    )
+    for key, title_ in (("conditions", "Per condition"), ("cases", "Per case (condition or sensor failure)")):
+        if result[key]:
+            lines += ["", f"## {title_} (all modalities)", ""]
+            lines += _table(
+                [key[:-1], "samples", "mIoU", "OA", "mF1"],
+                [[name, str(counts[(key[:-1], name)]), *(_pct(s[k]) for k in ("mIoU", "OA", "mF1"))] for name, s in result[key].items()],
+            )
+    lines += ["", "## Figures", "", "Confusion matrix (rows: ground truth, columns: prediction; row-normalised, white 0 → blue 1):", "",
+              "![confusion matrix](confusion.png)", ""]
+    if shown:
+        lines += ["Examples (input | ground truth | prediction; ignored pixels black): "
+                  + ", ".join(f"`{sid}`" for *_, sid in shown), "", "![examples](examples.png)", ""]
+    lines += ["Legend: " + ", ".join(f"{i} {n}" for i, n in enumerate(class_names)), ""]
+    report = out / "report.md"
+    report.write_text("\n".join(lines))
+    result["files"] = [report, *files]
+    return result
