@@ -70,6 +70,8 @@ class SegmentationTask(pl.LightningModule):
         self.modalities = modalities or list(getattr(self.method, "modalities", []))
         self.class_names = class_names or [str(i) for i in range(num_classes)]
         self.loss_fn = None if loss == "none" else build_loss(loss, ignore_index=ignore_index, ohem_thresh=ohem_thresh)
+        # auxiliary heads keep a segmentation loss even when the method supplies its own main loss
+        self.aux_loss_fn = self.loss_fn or build_loss("ce", ignore_index=ignore_index)
         if not 0.0 <= modality_dropout < 1.0:
             raise ConfigError(f"modality_dropout must be in [0, 1), got {modality_dropout}")
         if eval_modality_subsets == "all":
@@ -103,7 +105,7 @@ class SegmentationTask(pl.LightningModule):
             loss = self.loss_fn(out["logits"], label)
             self.log("train/loss_main", loss, batch_size=label.shape[0])
         for name, aux in (out.get("aux") or {}).items():
-            aux_loss = (self.loss_fn or nn.CrossEntropyLoss(ignore_index=self.hparams.ignore_index))(aux, label)
+            aux_loss = self.aux_loss_fn(aux, label)
             self.log(f"train/loss_aux_{name}", aux_loss, batch_size=label.shape[0])
             loss = loss + self.hparams.aux_weight * aux_loss
         for name, extra in (out.get("losses") or {}).items():
