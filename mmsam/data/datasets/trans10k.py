@@ -1,0 +1,197 @@
+"""Trans10K (transparent objects), the multi-class sets of the Conv-LoRA paper, in their official layouts.
+
+Conv-LoRA evaluates multi-class segmentation on Trans10K-v1 (3 classes) and Trans10K-v2
+(background + 11 categories) (``../shared/reference/convlora.md`` §4). The layouts are the ones the
+data sets' own loaders read (TransLab ``segmentron/data/dataloader/trans10k.py`` for v1, Trans2Seg
+``segmentron/data/dataloader/transparent11.py`` for v2)::
+
+    Trans10K/                              Trans10K_cls12/
+      train/images/<id>.jpg                  train/images/<id>.jpg
+      train/masks/<id>_mask.png              train/masks_12/<id>_mask.png
+      validation/{easy,hard}/images/…        validation/images/…, validation/masks_12/…
+      validation/{easy,hard}/masks/…         test/images/…,       test/masks_12/…
+      test/{easy,hard}/{images,masks}/…
+
+* **v1** masks are colour images: the mean of the first three channels is 0 (background),
+  85 (things, drawn red) or 255 (stuff, drawn white); any other value is a DataError.
+  Validation and test come in ``easy`` and ``hard`` halves, exposed as cases.
+* **v2** masks are single-channel (palette or grey) PNGs holding the class index 0..11.
+
+``split`` ``val`` reads the ``validation`` folder. A sample whose mask is missing is an error
+(the official loaders skip it silently; a silently smaller set would change the metric).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Optional, Sequence, Union
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from mmsam.data.datasets.common import assemble_item, check_label_ids, check_names, read_id_image
+from mmsam.data.modalities import get_modality, image_size, read_image, validate_modalities
+from mmsam.data.transforms import IGNORE_INDEX
+from mmsam.errors import ConfigError, DataError
+
+TRANS10K_V1_CLASSES: tuple[str, ...] = ("background", "things", "stuff")
+TRANS10K_V1_PALETTE: tuple[tuple[int, int, int], ...] = ((0, 0, 0), (255, 0, 0), (255, 255, 255))
+# Trans2Seg's class list ("Glass Bow" there is the glass bowl category)
+TRANS10K_V2_CLASSES: tuple[str, ...] = (
+    "background", "shelf", "jar_or_tank", "freezer", "window", "glass_door",
+    "eyeglass", "cup", "floor_glass", "glass_bowl", "water_bottle", "storage_box",
+)
+TRANS10K_V2_PALETTE: tuple[tuple[int, int, int], ...] = (
+    (0, 0, 0), (120, 120, 70), (235, 255, 7), (6, 230, 230), (204, 255, 4), (120, 120, 120),
+    (140, 140, 140), (255, 51, 7), (224, 5, 255), (204, 5, 255), (150, 5, 61), (4, 250, 7),
+)
+SPLITS = ("train", "val", "test")
+_FOLDER = {"train": "train", "val": "validation", "test": "test"}
+_V1_MEANS = {0.0: 0, 85.0: 1, 255.0: 2}
+
+
+@dataclass(frozen=True)
+class Trans10KSample:
+    id: str       # "<split folder>[/<case>]/<image stem>"
+    case: str     # "easy" / "hard" (v1 validation and test), else ""
+    image: Path
+    label: Path
+
+    @property
+    def files(self) -> dict[str, Path]:
+        """Modality name (+ "label") -> path, as ``mmsam data check`` reads samples."""
+        return {"rgb": self.image, "label": self.label}
+
+
+def decode_v1_mask(raw: np.ndarray, path: Union[str, Path] = "<mask>") -> np.ndarray:
+    """A v1 colour mask (HxWx3/4, or HxW grey) -> HxW int64 ids 0 background, 1 things, 2 stuff."""
+    mean = raw[..., :3].astype(np.float64).mean(-1) if raw.ndim == 3 else raw.astype(np.float64)
+    out = np.full(mean.shape, -1, dtype=np.int64)
+    for value, cls in _V1_MEANS.items():
+        out[mean == value] = cls
+    if (out < 0).any():
+        bad = np.unique(mean[out < 0])[:8]
+        raise DataError(f"{path}: Trans10K-v1 mask values (channel means) {bad.tolist()} are none of "
+                        "0 (background), 85 (things, red) or 255 (stuff, white)")
+    return out
+
+
+def encode_v1_mask(ids: np.ndarray) -> np.ndarray:
+    """HxW ids -> the v1 colour mask (HxWx3 uint8); the inverse of :func:`decode_v1_mask`."""
+    return np.asarray(TRANS10K_V1_PALETTE, dtype=np.uint8)[ids]
+
+
+class Trans10KDataset(Dataset):
+    """Trans10K-v1 or -v2 in the official layout; items follow ``docs/contracts.md``.
+
+    Args:
+        root: the ``Trans10K`` (v1) or ``Trans10K_cls12`` (v2) folder.
+        version: 1 or 2 (the registry's ``trans10k_v1`` / ``trans10k_v2`` set it).
+        split: train, val (the ``validation`` folder) or test.
+        modalities: ``["rgb"]``, the only one.
+        conditions: not applicable (must be ``None``).
+        cases: v1 validation/test only: ``["easy"]``, ``["hard"]`` or both (default).
+        transform: joint transform on ``{"modalities": [0,1] images, "label"}``.
+        check: validate every file's existence and header at construction.
+        missing: must be empty.
+    """
+
+    ignore_index = IGNORE_INDEX
+
+    def __init__(
+        self,
+        root: Union[str, Path],
+        split: str = "train",
+        modalities: Sequence[str] = ("rgb",),
+        conditions: Optional[Sequence[str]] = None,
+        cases: Optional[Sequence[str]] = None,
+        transform: Optional[Callable[[dict[str, Any]], dict[str, Any]]] = None,
+        check: bool = True,
+        missing: Sequence[str] = (),
+        version: int = 2,
+    ) -> None:
+        super().__init__()
+        if version not in (1, 2):
+            raise ConfigError(f"Trans10K version must be 1 or 2, got {version}")
+        if split not in SPLITS:
+            raise ConfigError(f"unknown split {split!r}; valid: {', '.join(SPLITS)}")
+        self.modalities = validate_modalities(modalities)
+        if self.modalities != ("rgb",):
+            raise ConfigError(f"Trans10K has one modality, rgb; got {list(self.modalities)}")
+        if conditions:
+            raise ConfigError(f"Trans10K has no conditions; got conditions={list(conditions)}")
+        if missing:
+            raise ConfigError(f"the only modality (rgb) cannot be missing; got missing={list(missing)}")
+        self.version = version
+        self.classes = TRANS10K_V1_CLASSES if version == 1 else TRANS10K_V2_CLASSES
+        self.palette = TRANS10K_V1_PALETTE if version == 1 else TRANS10K_V2_PALETTE
+        self.spec = get_modality("rgb")
+        self.specs = {"rgb": self.spec}
+        self.root = Path(root)
+        self.split = split
+        self.transform = transform
+        has_cases = version == 1 and split != "train"
+        self.cases = check_names(cases, ("easy", "hard") if has_cases else (), "cases") or (
+            ("easy", "hard") if has_cases else ("",)
+        )
+        self.samples = self._index()
+        if check:
+            self.check()
+
+    def _folders(self) -> list[tuple[str, Path, Path]]:
+        base = self.root / _FOLDER[self.split]
+        masks = "masks" if self.version == 1 else "masks_12"
+        return [(case, base / case / "images", base / case / masks) for case in self.cases]
+
+    def _index(self) -> list[Trans10KSample]:
+        samples = []
+        for case, images, masks in self._folders():
+            if not images.is_dir():
+                raise DataError(f"{images}: missing Trans10K-v{self.version} image folder for split {self.split!r}")
+            for image in sorted(images.glob("*.jpg")):
+                sid = "/".join(p for p in (_FOLDER[self.split], case, image.stem) if p)
+                samples.append(Trans10KSample(sid, case, image, masks / f"{image.stem}_mask.png"))
+        if not samples:
+            raise DataError(f"{self.root}: no .jpg images for split {self.split!r} in {[str(f[1]) for f in self._folders()]}")
+        return samples
+
+    def check(self) -> None:
+        """Every image and mask exists with a readable header; DataError naming the first that does not."""
+        for s in self.samples:
+            for what, p in (("image", s.image), ("mask", s.label)):
+                if not p.is_file():
+                    raise DataError(f"{p}: missing {what} of sample {s.id}")
+                image_size(p)
+
+    def read_label(self, path: Path) -> np.ndarray:
+        if self.version == 1:
+            return decode_v1_mask(read_image(path), path)
+        return check_label_ids(read_id_image(path), len(self.classes), path)
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        s = self.samples[index]
+        image = self.spec.load(s.image)
+        label = torch.from_numpy(self.read_label(s.label))
+        if tuple(label.shape) != tuple(image.shape[-2:]):
+            raise DataError(f"{s.label}: mask is {tuple(label.shape)} (HxW) but its image {s.image} is {tuple(image.shape[-2:])}")
+        meta = {"id": s.id, "condition": "", "case": s.case}
+        return assemble_item({"rgb": image}, label, self.modalities, (), self.specs, self.transform, meta)
+
+    def __repr__(self) -> str:
+        return f"Trans10KDataset(root={str(self.root)!r}, version={self.version}, split={self.split!r}, n={len(self)})"
+
+
+def trans10k_v1(**kwargs: Any) -> Trans10KDataset:
+    return Trans10KDataset(version=1, **kwargs)
+
+
+def trans10k_v2(**kwargs: Any) -> Trans10KDataset:
+    return Trans10KDataset(version=2, **kwargs)
+
+
+def trans10k_has_data(root: Union[str, Path]) -> bool:
+    return any(Path(root).glob("train/images/*.jpg"))
