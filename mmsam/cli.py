@@ -177,18 +177,24 @@ def _report(argv: list[str]) -> int:
     return 0
 
 
+#: ``mmsam data synth --kind`` -> the data set layout its scenes are written in.
+_SYNTH_KINDS = {"aerial": "vaihingen"}
+
+
 def _data(argv: list[str]) -> int:
     from mmsam.data.datasets import list_datasets
 
     p = argparse.ArgumentParser(prog="mmsam data", description="Data-set utilities.")
     sub = p.add_subparsers(dest="cmd", required=True)
     s = sub.add_parser("synth", help="write a synthetic data set in a benchmark's own layout")
-    s.add_argument("--dataset", default="deliver", help=f"layout to write: {', '.join(list_datasets())}")
+    s.add_argument("--dataset", default=None, help=f"layout to write: {', '.join(list_datasets())} (default deliver)")
+    s.add_argument("--kind", choices=sorted(_SYNTH_KINDS), default=None,
+                   help="kind of scenes, naming the layout: " + ", ".join(f"{k} -> {v}" for k, v in sorted(_SYNTH_KINDS.items())))
     s.add_argument("--root", default=None, help="output folder (default data/synthetic_<dataset>)")
-    s.add_argument("--num-train", type=int, default=160)
-    s.add_argument("--num-val", type=int, default=40)
-    s.add_argument("--num-test", type=int, default=40)
-    s.add_argument("--size", type=int, default=128, help="image side (height) in pixels")
+    s.add_argument("--num-train", type=int, default=None, help="training samples (default: the generator's, 160 for deliver)")
+    s.add_argument("--num-val", type=int, default=None)
+    s.add_argument("--num-test", type=int, default=None)
+    s.add_argument("--size", type=int, default=None, help="image side (height) in pixels (default: the generator's)")
     s.add_argument("--seed", type=int, default=0)
     c = sub.add_parser("check", help="verify a download: counts, unreadable or mismatched files, class histogram")
     c.add_argument("--dataset", required=True, help=f"one of {', '.join(list_datasets())}")
@@ -207,12 +213,16 @@ def _data(argv: list[str]) -> int:
         return report.exit_code  # 0 clean, 1 problems listed, 2 no sample found
     from mmsam.data.datasets import get_dataset_entry
 
-    entry = get_dataset_entry(ns.dataset)
+    if ns.kind is not None and ns.dataset not in (None, _SYNTH_KINDS[ns.kind]):
+        raise ConfigError(f"--kind {ns.kind} writes the {_SYNTH_KINDS[ns.kind]} layout; it cannot be combined with --dataset {ns.dataset}")
+    dataset = _SYNTH_KINDS[ns.kind] if ns.kind is not None else ns.dataset or "deliver"
+    entry = get_dataset_entry(dataset)
     if entry.generator is None:
-        raise ConfigError(f"no synthetic generator for {ns.dataset!r}")
-    root = ns.root or f"data/synthetic_{ns.dataset}"
-    summary = entry.generator(root, num_train=ns.num_train, num_val=ns.num_val, num_test=ns.num_test, size=ns.size, seed=ns.seed)
-    print(f"wrote the synthetic {ns.dataset} data set to {root}: {summary}")
+        raise ConfigError(f"no synthetic generator for {dataset!r}")
+    root = ns.root or f"data/synthetic_{dataset}"
+    given = {"num_train": ns.num_train, "num_val": ns.num_val, "num_test": ns.num_test, "size": ns.size}
+    summary = entry.generator(root, seed=ns.seed, **{k: v for k, v in given.items() if v is not None})
+    print(f"wrote the synthetic {dataset} data set to {root}: {summary}")
     return 0
 
 

@@ -1,16 +1,22 @@
 """LightningDataModule over any registered multi-modal dataset (DELIVER by default).
 
-Train: random flip + random resized crop to ``train_size`` (scale ``scale_range``);
-val/test/predict: resize to ``eval_size`` (predict uses the test split). With
+Train: random flip + random resized crop to ``train_size`` (scale ``scale_range``), or with
+``scale_range: null`` a plain random crop at native resolution then the flips;
+val/test/predict: resize to ``eval_size``, or native size with ``eval_size: null`` (for
+sliding-window evaluation of large tiles; predict uses the test split). With
+``train_samples_per_epoch`` an epoch is that many random draws (with replacement) of training
+items, e.g. MFNet's 1000 iterations of random crops of random tiles. With
 ``synthesize=True`` and an empty ``root``, the dataset's synthetic generator fills it first.
 """
 from __future__ import annotations
 
+import inspect
+import warnings
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Any, Optional, Sequence
 
 import lightning as L
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, RandomSampler
 
 from mmsam.data.datasets import get_dataset_entry
 from mmsam.data.modalities import validate_modalities
@@ -28,16 +34,18 @@ class MultiModalDataModule(L.LightningDataModule):
         modalities: modality names, in the order the batch lists them (default: the
             dataset's own, e.g. rgb/depth/event/lidar for DELIVER, rgb/aolp/dolp/nir for MCubeS).
         train_size: training crop size (square).
-        eval_size: evaluation resize (square).
-        scale_range: random rescale range of the training crop.
+        eval_size: evaluation resize (square); None keeps each image's native size (use
+            eval_batch_size 1 when sizes differ, and the task's sliding-window evaluation).
+        scale_range: random rescale range of the training crop; None: a plain random crop at
+            native resolution (no rescale).
         batch_size: training batch size.
         eval_batch_size: val/test/predict batch size.
         num_workers: DataLoader workers.
         synthesize: if ``root`` holds no data, generate the synthetic set there first.
-        synth_num_train: synthetic training samples.
-        synth_num_val: synthetic validation samples.
-        synth_num_test: synthetic test samples.
-        synth_size: synthetic image side in pixels.
+        synth_num_train: synthetic training samples (None: the generator's default).
+        synth_num_val: synthetic validation samples (None: the generator's default).
+        synth_num_test: synthetic test samples (None: the generator's default).
+        synth_size: synthetic image side in pixels (None: the generator's default).
         synth_seed: synthetic generator seed.
         conditions: keep only these conditions (DELIVER: cloud, fog, night, rain, sun;
             MUSES: clear, fog, rain, snow, day, night or pairs such as ``fog_night``).
@@ -47,6 +55,11 @@ class MultiModalDataModule(L.LightningDataModule):
         flip_prob: probability of the training horizontal flip.
         check: validate every file of a split (existence, header size) when it is built.
         pin_memory: DataLoader ``pin_memory``.
+        train_samples_per_epoch: training items per epoch, drawn at random with replacement
+            (None: one pass over the training set in random order).
+        vflip_prob: probability of the training vertical flip.
+        dataset_options: extra keyword arguments of the dataset (e.g. ``eroded_test_labels``,
+            ``train_window`` for ISPRS), given to every split.
     """
 
     def __init__(
@@ -55,16 +68,16 @@ class MultiModalDataModule(L.LightningDataModule):
         root: Optional[str] = None,
         modalities: Optional[Sequence[str]] = None,
         train_size: int = 1024,
-        eval_size: int = 1024,
-        scale_range: tuple[float, float] = (0.5, 2.0),
+        eval_size: Optional[int] = 1024,
+        scale_range: Optional[tuple[float, float]] = (0.5, 2.0),
         batch_size: int = 2,
         eval_batch_size: int = 1,
         num_workers: int = 2,
         synthesize: bool = False,
-        synth_num_train: int = 160,
-        synth_num_val: int = 40,
-        synth_num_test: int = 40,
-        synth_size: int = 128,
+        synth_num_train: Optional[int] = None,
+        synth_num_val: Optional[int] = None,
+        synth_num_test: Optional[int] = None,
+        synth_size: Optional[int] = None,
         synth_seed: int = 0,
         conditions: Optional[Sequence[str]] = None,
         cases: Optional[Sequence[str]] = None,
@@ -72,6 +85,9 @@ class MultiModalDataModule(L.LightningDataModule):
         flip_prob: float = 0.5,
         check: bool = True,
         pin_memory: bool = False,
+        train_samples_per_epoch: Optional[int] = None,
+        vflip_prob: float = 0.0,
+        dataset_options: Optional[dict[str, Any]] = None,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -87,13 +103,44 @@ class MultiModalDataModule(L.LightningDataModule):
             raise ConfigError(f"dataset {dataset!r} has no synthetic generator; "
                               f"set synthesize: false and point root at the real data")
         for name, value in (("train_size", train_size), ("eval_size", eval_size),
-                            ("batch_size", batch_size), ("eval_batch_size", eval_batch_size)):
-            if value < 1:
+                            ("batch_size", batch_size), ("eval_batch_size", eval_batch_size),
+                            ("train_samples_per_epoch", train_samples_per_epoch)):
+            if value is not None and value < 1:
                 raise ConfigError(f"{name} must be >= 1, got {value}")
         if num_workers < 0:
             raise ConfigError(f"num_workers must be >= 0, got {num_workers}")
+        for name, value in (("flip_prob", flip_prob), ("vflip_prob", vflip_prob)):
+            if not 0.0 <= value <= 1.0:
+                raise ConfigError(f"{name} must be in [0, 1], got {value}")
+        self.dataset_options = self._check_dataset_options(dataset, dataset_options or {})
+        if (eval_size is None and scale_range is not None and tuple(scale_range) == (1.0, 1.0)
+                and not self.dataset_options.get("train_window")):
+            warnings.warn("scale_range [1, 1] still rescales each training image so its short "
+                          "side equals train_size; for plain crops at native resolution (as "
+                          "evaluated with eval_size: null) set scale_range: null or the "
+                          "dataset's train_window", UserWarning, stacklevel=2)
         self.root = Path(root if root is not None else f"data/synthetic_{dataset}")
         self.datasets: dict[str, Dataset] = {}
+
+    _PROTOCOL = ("root", "split", "modalities", "conditions", "cases", "transform", "check",
+                 "missing")
+
+    def _check_dataset_options(self, dataset: str, options: dict[str, Any]) -> dict[str, Any]:
+        """ConfigError for options the data module sets itself or the dataset does not take."""
+        if not isinstance(options, dict):
+            raise ConfigError(f"dataset_options must be a mapping, got {options!r}")
+        own = [k for k in options if k in self._PROTOCOL]
+        if own:
+            raise ConfigError(f"dataset_options {own} are set by the data module itself; use "
+                              f"its own options (root, modalities, conditions, ...)")
+        params = inspect.signature(self.entry.factory).parameters
+        if not any(p.kind is p.VAR_KEYWORD for p in params.values()):
+            accepted = [k for k in params if k not in self._PROTOCOL]
+            unknown = [k for k in options if k not in params]
+            if unknown:
+                raise ConfigError(f"dataset {dataset!r} has no option {unknown}; it accepts "
+                                  f"{', '.join(accepted) or 'none'}")
+        return dict(options)
 
     # -- metadata --------------------------------------------------------------------------
     @property
@@ -123,22 +170,23 @@ class MultiModalDataModule(L.LightningDataModule):
         hp = self.hparams
         if not hp.synthesize or self._has_data():
             return
+        given = {"num_train": hp.synth_num_train, "num_val": hp.synth_num_val,
+                 "num_test": hp.synth_num_test, "size": hp.synth_size}
+        kw = {k: v for k, v in given.items() if v is not None}  # None: the generator's default
+        shown = ", ".join(f"{k} {v}" for k, v in kw.items()) or "default sizes"
         print(f"[mmsam] {self.root} holds no {hp.dataset} data: generating the synthetic set "
-              f"({hp.synth_num_train}/{hp.synth_num_val}/{hp.synth_num_test} train/val/test, "
-              f"{hp.synth_size}px, seed {hp.synth_seed})")
-        summary = self.entry.generator(
-            self.root, num_train=hp.synth_num_train, num_val=hp.synth_num_val,
-            num_test=hp.synth_num_test, size=hp.synth_size, seed=hp.synth_seed, progress=True)
+              f"({shown}, seed {hp.synth_seed})")
+        summary = self.entry.generator(self.root, seed=hp.synth_seed, progress=True, **kw)
         print(f"[mmsam] wrote {summary.get('files', '?')} files to {self.root}")
 
     def _build(self, split: str, train: bool) -> Dataset:
         hp = self.hparams
-        transform = (train_transform(hp.train_size, hp.scale_range, hp.flip_prob) if train
-                     else eval_transform(hp.eval_size))
+        transform = (train_transform(hp.train_size, hp.scale_range, hp.flip_prob, hp.vflip_prob)
+                     if train else eval_transform(hp.eval_size))
         return self.entry.factory(
             root=self.root, split=split, modalities=self.modalities,
             conditions=hp.conditions, cases=hp.cases, transform=transform, check=hp.check,
-            missing=() if train else self.missing_modalities)
+            missing=() if train else self.missing_modalities, **self.dataset_options)
 
     def setup(self, stage: Optional[str] = None) -> None:
         """Build the datasets the stage needs (fit: train+val, validate, test, predict)."""
@@ -159,9 +207,14 @@ class MultiModalDataModule(L.LightningDataModule):
             self.setup({"train": "fit", "val": "validate"}.get(key, key))
         ds = self.datasets[key]
         w = self.hparams.num_workers
+        n = self.hparams.train_samples_per_epoch
+        sampler = None
+        if shuffle and n is not None:  # an epoch = n random items (MFNet: random tile + crop)
+            sampler, shuffle = RandomSampler(ds, replacement=True, num_samples=n), False
+        size = n if sampler is not None else len(ds)  # type: ignore[arg-type]
         return DataLoader(
-            ds, batch_size=batch_size, shuffle=shuffle, num_workers=w,
-            drop_last=shuffle and len(ds) >= batch_size,  # type: ignore[arg-type]
+            ds, batch_size=batch_size, shuffle=shuffle, sampler=sampler, num_workers=w,
+            drop_last=key == "train" and size >= batch_size,
             pin_memory=self.hparams.pin_memory, persistent_workers=w > 0)
 
     def train_dataloader(self) -> DataLoader:

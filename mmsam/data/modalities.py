@@ -216,6 +216,83 @@ def counts_to_three(array: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(array[:, :, :3].astype(np.float32))
 
 
+def read_raster(path: PathLike) -> np.ndarray:
+    """Read a raster (GeoTIFF orthophoto, DSM, JPG/PNG) to HxWxC keeping its bands as stored.
+
+    Unlike :func:`read_image`, a 4-band TIFF that PIL opens as CMYK or RGBA is not colour
+    converted: its bands come back raw (ISPRS Potsdam's ``*_RGBIR.tif`` -> R, G, B, IR). A TIFF
+    PIL cannot decode is read with ``tifffile`` when that package is installed. DataError names
+    the file otherwise.
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise DataError(f"{p}: file not found")
+    try:
+        with Image.open(p) as img:
+            if img.mode in ("CMYK", "RGBA"):
+                img.load()
+                return np.array(img)
+    except Exception:
+        pass  # read_image below (or tifffile) names the file and the problem
+    try:
+        return read_image(p)
+    except DataError as err:
+        if p.suffix.lower() not in (".tif", ".tiff"):
+            raise
+        try:
+            import tifffile
+        except ImportError:
+            raise err from None
+        try:
+            arr = np.asarray(tifffile.imread(p))
+        except Exception as exc:
+            raise DataError(f"{p}: cannot decode TIFF ({type(exc).__name__}: {exc})") from exc
+        if arr.ndim == 3 and arr.shape[0] < arr.shape[2] and arr.shape[0] <= 4:  # planar CxHxW
+            arr = arr.transpose(1, 2, 0)
+        return check_finite(arr if arr.ndim == 3 else arr[:, :, None], p)
+
+
+def read_elevation(path: PathLike, as_float: bool = True) -> np.ndarray:
+    """A one-band elevation raster (float DSM TIFF, 8-bit nDSM JPG / DEM PNG) as HxWx1 float32.
+
+    Multi-band files must hold the same value in every band (a grey JPG saved as RGB).
+    NaN / inf (e.g. nodata holes) raise DataError naming the file; no nodata value is assumed.
+    ``as_float=False`` keeps the stored dtype (an 8-bit nDSM stays uint8, 4x less memory).
+    """
+    arr = read_raster(path)
+    if arr.shape[2] > 1:
+        if not all(np.array_equal(arr[..., 0], arr[..., c]) for c in range(1, arr.shape[2])):
+            raise DataError(f"{path}: elevation raster has {arr.shape[2]} differing bands; "
+                            f"expected one band")
+        arr = arr[..., :1]
+    arr = np.ascontiguousarray(arr.astype(np.float32) if as_float else arr)
+    return check_finite(arr, path)
+
+
+def minmax_normalise(array: np.ndarray, lo: float, hi: float) -> np.ndarray:
+    """(x - lo) / (hi - lo) as float32; all zeros when the range is empty (a flat tile)."""
+    if hi <= lo:
+        return np.zeros(array.shape, np.float32)
+    return ((array.astype(np.float32) - np.float32(lo)) / np.float32(hi - lo)).astype(np.float32)
+
+
+def minmax_to_three(array: np.ndarray) -> np.ndarray:
+    """An elevation plane -> HxWx3 float32 in [0, 1]: min-max over the whole array, repeated x3.
+
+    MFNet scales each DSM tile by its own min and max before cropping (reference/mfnet.md
+    §3); the datasets call this on whole tiles. A flat tile becomes zeros (MFNet would divide
+    by zero).
+    """
+    if array.ndim == 3:
+        if array.shape[2] != 1:
+            raise DataError(f"expected a one-band elevation array, got shape {tuple(array.shape)}")
+        array = array[:, :, 0]
+    check_finite(array)
+    lo, hi = (float(array.min()), float(array.max())) if array.size else (0.0, 0.0)
+    out = minmax_normalise(array, lo, hi)
+    return np.ascontiguousarray(np.repeat(out[:, :, None], 3, axis=2))
+
+
 def image_size(path: PathLike) -> tuple[int, int]:
     """(H, W) of an image from its header only (no full decode); DataError if unreadable."""
     p = Path(path)
@@ -369,3 +446,16 @@ register_modality(ModalitySpec(
     "muses_event_projected", read_image_bgr, counts_to_three,
     (0.12577528, 0.12728328, 0.0), (0.54420582, 0.47625199, 1.0),
     "MUSES SDK event projection: uint8 PNG of [positive, negative, 0] event counts"))
+# Remote sensing (ISPRS Vaihingen / Potsdam, MMHunan) as MFNet reads them (reference/mfnet.md
+# §3): optical bands /255 with no mean/std, elevation min-max per tile and repeated x3.
+register_modality(ModalitySpec(
+    "irrg", read_raster, to_three_channels, UNIT_MEAN, UNIT_STD,
+    "IRRG orthophoto (NIR, R, G): first 3 bands, /255 only (MFNet)"))
+register_modality(ModalitySpec(
+    "ortho_rgb", read_raster, to_three_channels, UNIT_MEAN, UNIT_STD,
+    "RGB orthophoto / satellite RGB: first 3 bands (of e.g. a 4-band RGBIR TIFF), /255 only "
+    "(MFNet; no ImageNet mean/std)"))
+register_modality(ModalitySpec(
+    "dsm", read_elevation, minmax_to_three, UNIT_MEAN, UNIT_STD,
+    "digital surface / elevation model, one band: min-max over the whole tile to [0, 1], "
+    "repeated x3 (MFNet)"))

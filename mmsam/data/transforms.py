@@ -10,7 +10,7 @@ pixel-centre convention matches bilinear's, so image and label stay aligned.
 """
 from __future__ import annotations
 
-from typing import Any, Callable, Sequence, Union
+from typing import Any, Callable, Optional, Sequence, Union
 
 import torch
 import torch.nn.functional as F
@@ -113,6 +113,53 @@ class JointRandomHorizontalFlip:
         return f"JointRandomHorizontalFlip(p={self.p})"
 
 
+class JointRandomVerticalFlip:
+    """Flip every modality and the label top-bottom with probability ``p``."""
+
+    def __init__(self, p: float = 0.5) -> None:
+        if not 0.0 <= p <= 1.0:
+            raise ConfigError(f"vertical flip probability must be in [0, 1], got {p}")
+        self.p = p
+
+    def __call__(self, sample: Sample) -> Sample:
+        if torch.rand(()).item() >= self.p:
+            return sample
+        return _map(sample, lambda x: x.flip(-2), lambda y: y.flip(-2))
+
+    def __repr__(self) -> str:
+        return f"JointRandomVerticalFlip(p={self.p})"
+
+
+class JointRandomCrop:
+    """A random ``size`` window at native resolution (no rescale), e.g. MFNet's 256 x 256
+    patches of a large tile; images smaller than ``size`` are padded at the bottom/right with
+    ``image_fill`` (images) and 255 (label)."""
+
+    def __init__(self, size: Size, image_fill: float = 0.0,
+                 label_fill: int = IGNORE_INDEX) -> None:
+        self.size = _pair(size)
+        self.image_fill = image_fill
+        self.label_fill = label_fill
+
+    def _crop_pad(self, x: torch.Tensor, top: int, left: int, fill: float) -> torch.Tensor:
+        th, tw = self.size
+        x = x[..., top:top + th, left:left + tw]
+        ph, pw = th - x.shape[-2], tw - x.shape[-1]
+        if ph > 0 or pw > 0:
+            x = F.pad(x, (0, pw, 0, ph), value=fill)
+        return x
+
+    def __call__(self, sample: Sample) -> Sample:
+        h, w = _hw(sample)
+        top = int(torch.randint(0, max(h - self.size[0], 0) + 1, ()).item())
+        left = int(torch.randint(0, max(w - self.size[1], 0) + 1, ()).item())
+        return _map(sample, lambda x: self._crop_pad(x, top, left, self.image_fill),
+                    lambda y: self._crop_pad(y, top, left, self.label_fill))
+
+    def __repr__(self) -> str:
+        return f"JointRandomCrop(size={self.size})"
+
+
 class JointRandomResizedCrop:
     """Random rescale then random crop to ``size`` (DELIVER/CMNeXt recipe).
 
@@ -162,12 +209,22 @@ class JointRandomResizedCrop:
         return f"JointRandomResizedCrop(size={self.size}, scale={self.scale})"
 
 
-def train_transform(size: Size, scale: Sequence[float] = (0.5, 2.0),
-                    flip_p: float = 0.5) -> Compose:
-    """The training pipeline: random flip, then random resized crop to ``size``."""
-    return Compose([JointRandomHorizontalFlip(flip_p), JointRandomResizedCrop(size, scale)])
+def train_transform(size: Size, scale: Optional[Sequence[float]] = (0.5, 2.0),
+                    flip_p: float = 0.5, vflip_p: float = 0.0) -> Compose:
+    """The training pipeline.
+
+    With ``scale``: random horizontal (and, if ``vflip_p`` > 0, vertical) flip, then random
+    resized crop to ``size``. With ``scale=None``: a plain random ``size`` crop at native
+    resolution, then the flips (MFNet's patch + flip / mirror recipe).
+    """
+    flips: list[Callable[[Sample], Sample]] = [JointRandomHorizontalFlip(flip_p)]
+    if vflip_p != 0:  # no extra random draw when off (same streams as before)
+        flips.append(JointRandomVerticalFlip(vflip_p))
+    if scale is None:
+        return Compose([JointRandomCrop(size), *flips])
+    return Compose([*flips, JointRandomResizedCrop(size, scale)])
 
 
-def eval_transform(size: Size) -> Compose:
-    """The evaluation pipeline: resize to ``size`` (labels nearest)."""
-    return Compose([JointResize(size)])
+def eval_transform(size: Optional[Size]) -> Compose:
+    """The evaluation pipeline: resize to ``size`` (labels nearest); None keeps native size."""
+    return Compose([] if size is None else [JointResize(size)])

@@ -122,3 +122,18 @@ def test_v2_out_of_range_index_missing_mask_and_empty_root(tmp_path: Path) -> No
         Trans10KDataset(tmp_path / "nowhere", version=2, split="train")
     with pytest.raises(ConfigError, match="one modality"):
         Trans10KDataset(root, version=2, split="val", modalities=["rgb", "depth"])
+
+
+def test_registry_datamodule_and_data_check(tmp_path: Path) -> None:
+    from mmsam.data.check import check_dataset
+    from mmsam.data.datamodule import MultiModalDataModule
+
+    write_v1(tmp_path / "Trans10K")
+    dm = MultiModalDataModule("trans10k_v1", root=str(tmp_path / "Trans10K"), train_size=16, eval_size=16,
+                              batch_size=2, eval_batch_size=2, num_workers=0)
+    assert dm.num_classes == 3 and dm.class_names == ("background", "things", "stuff")
+    dm.setup("fit")
+    batch = next(iter(dm.val_dataloader()))
+    assert batch["modalities"]["rgb"].shape == (2, 3, 16, 16) and int(batch["label"].max()) <= 2
+    report = check_dataset("trans10k_v1", tmp_path / "Trans10K", progress=False)
+    assert report.exit_code == 0, report.format()

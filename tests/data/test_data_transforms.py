@@ -142,3 +142,61 @@ def test_worker_randomness_is_reproducible_from_the_seed() -> None:
 
     assert torch.equal(run(7), run(7))
     assert not torch.equal(run(7), run(8))
+
+
+# -- remote sensing additions (issue #6): vertical flip, native-resolution crops -------------
+def _index_sample(h: int = 30, w: int = 44) -> dict:
+    """Every pixel holds its own index (image and label), so any crop can be located."""
+    idx = torch.arange(h * w).view(h, w)
+    return {"modalities": {"a": idx.float().expand(3, h, w).clone()}, "label": idx.long()}
+
+
+def test_vertical_flip_is_exact_and_joint() -> None:
+    from mmsam.data.transforms import JointRandomVerticalFlip
+
+    s = _sample()
+    out = JointRandomVerticalFlip(1.0)(s)
+    assert torch.equal(out["label"], s["label"].flip(0))
+    assert torch.equal(out["modalities"]["b"], s["modalities"]["b"].flip(-2))
+    assert JointRandomVerticalFlip(0.0)(s) is s
+    torch.manual_seed(0)
+    flipped = sum(not torch.equal(JointRandomVerticalFlip(0.5)(s)["label"], s["label"])
+                  for _ in range(200))
+    assert 70 < flipped < 130
+    with pytest.raises(ConfigError, match="vertical"):
+        JointRandomVerticalFlip(-0.1)
+
+
+def test_plain_crop_is_a_window_of_the_native_image() -> None:
+    s = _index_sample()
+    for seed in range(5):
+        torch.manual_seed(seed)
+        out = train_transform(16, scale=None, flip_p=0.0)(s)
+        lab = out["label"]
+        top, left = divmod(int(lab[0, 0]), 44)
+        assert torch.equal(lab, s["label"][top:top + 16, left:left + 16])
+        assert torch.equal(out["modalities"]["a"][0].long(), lab)
+    small = train_transform(64, scale=None, flip_p=0.0)(s)  # padded, not resized
+    assert small["label"].shape == (64, 64) and torch.all(small["label"][30:] == 255)
+    assert torch.equal(small["label"][:30, :44], s["label"])
+
+
+def test_resized_crop_with_unit_scale_is_not_a_plain_crop() -> None:
+    # scale (1, 1) rescales the short side to the crop size: why scale_range null exists
+    torch.manual_seed(0)
+    out = JointRandomResizedCrop(16, scale=(1.0, 1.0))(_index_sample())
+    top, left = divmod(int(out["label"][0, 0]), 44)
+    assert not torch.equal(out["label"], _index_sample()["label"][top:top + 16, left:left + 16])
+
+
+def test_train_transform_vflip_and_native_eval() -> None:
+    from mmsam.data.transforms import JointRandomVerticalFlip, eval_transform
+
+    names = [type(t).__name__ for t in train_transform(8, None, 0.5, 0.5).transforms]
+    assert names == ["JointRandomCrop", "JointRandomHorizontalFlip", "JointRandomVerticalFlip"]
+    assert not any(isinstance(t, JointRandomVerticalFlip)
+                   for t in train_transform(8, (0.5, 2.0), 0.5).transforms)
+    s = _sample(h=37, w=51)
+    out = eval_transform(None)(s)
+    assert out["label"].shape == (37, 51)
+    assert torch.equal(out["modalities"]["a"], s["modalities"]["a"])

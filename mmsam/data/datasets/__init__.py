@@ -23,9 +23,14 @@ from mmsam.data.datasets.deliver import (
     DELIVER_PALETTE,
     DeliverDataset,
 )
-from mmsam.data.datasets import mcubes as _mcubes, muses as _muses
+from mmsam.data.datasets import isprs as _isprs, mcubes as _mcubes, mmhunan as _mmhunan
+from mmsam.data.datasets import muses as _muses
+from mmsam.data.datasets.isprs import ISPRSDataset, PotsdamDataset, VaihingenDataset
+from mmsam.data.datasets.mmhunan import MMHunanDataset
 from mmsam.data.datasets.mcubes import MCubeSDataset
 from mmsam.data.datasets.muses import MusesDataset, MusesSDKDataset
+from mmsam.data.datasets import trans10k as _trans10k
+from mmsam.data.datasets.trans10k import Trans10KDataset
 from mmsam.errors import ConfigError
 
 
@@ -112,6 +117,25 @@ for _name, _factory in (("muses", MusesDataset), ("muses_sdk", MusesSDKDataset))
         generator=_muses.generate, has_data=_muses.has_data,
     ))
 
+# Remote sensing (issue #6), as MFNet reads them. ISPRS and MMHunan have no validation split:
+# the loaders serve split="val" from the test tiles (MFNet validates on its test set).
+register_dataset(DatasetEntry(
+    name="vaihingen", factory=VaihingenDataset, classes=_isprs.ISPRS_CLASSES,
+    palette=_isprs.ISPRS_PALETTE, default_modalities=VaihingenDataset.default_modalities,
+    splits=("train", "test"), generator=_isprs.generate_vaihingen,
+    has_data=_isprs.vaihingen_has_data,
+))
+register_dataset(DatasetEntry(
+    name="potsdam", factory=PotsdamDataset, classes=_isprs.ISPRS_CLASSES,
+    palette=_isprs.ISPRS_PALETTE, default_modalities=PotsdamDataset.default_modalities,
+    splits=("train", "test"), has_data=_isprs.potsdam_has_data,
+))
+register_dataset(DatasetEntry(
+    name="mmhunan", factory=MMHunanDataset, classes=_mmhunan.MMHUNAN_CLASSES,
+    palette=_mmhunan.MMHUNAN_PALETTE, default_modalities=("rgb", "dsm"),
+    splits=("train", "test"), has_data=_mmhunan.has_data,
+))
+
 register_dataset(DatasetEntry(
     name="binary_folder",
     factory=BinaryFolderDataset,
@@ -121,9 +145,19 @@ register_dataset(DatasetEntry(
     has_data=binary_folder_has_data,
 ))
 
+# Trans10K, the multi-class sets of Conv-LoRA (issue #7); one entry per version
+for _v, _factory in ((1, _trans10k.trans10k_v1), (2, _trans10k.trans10k_v2)):
+    register_dataset(DatasetEntry(
+        name=f"trans10k_v{_v}", factory=_factory,
+        classes=_trans10k.TRANS10K_V1_CLASSES if _v == 1 else _trans10k.TRANS10K_V2_CLASSES,
+        palette=_trans10k.TRANS10K_V1_PALETTE if _v == 1 else _trans10k.TRANS10K_V2_PALETTE,
+        default_modalities=("rgb",), has_data=_trans10k.trans10k_has_data,
+    ))
+
 __all__ = [
     "BinaryFolderDataset",
-    "DatasetEntry", "DeliverDataset", "MCubeSDataset", "MusesDataset", "MusesSDKDataset",
+    "DatasetEntry", "DeliverDataset", "ISPRSDataset", "MCubeSDataset", "MMHunanDataset",
+    "MusesDataset", "MusesSDKDataset", "PotsdamDataset", "Trans10KDataset", "VaihingenDataset",
     "create_dataset", "get_dataset_entry",
     "list_datasets", "register_dataset",
 ]

@@ -1,0 +1,441 @@
+"""ISPRS Vaihingen and Potsdam in their official package layouts, read as MFNet reads them.
+
+Vaihingen (``<root>`` or ``<root>/Vaihingen``)::
+
+    top/top_mosaic_09cm_area{N}.tif                       IRRG orthophoto (NIR, R, G), 8-bit
+    dsm/dsm_09cm_matching_area{N}.tif                     DSM, one float band (absolute heights)
+    gts_for_participants/top_mosaic_09cm_area{N}.tif      colour GT
+    gts_eroded_for_participants/top_mosaic_09cm_area{N}_noBoundary.tif   eroded colour GT
+
+Potsdam (``<root>`` or ``<root>/Potsdam``; tile id ``<row>_<col>``, DSM names zero-padded)::
+
+    4_Ortho_RGBIR/top_potsdam_{id}_RGBIR.tif              R, G, B, IR (modality rgb = bands 1-3)
+    3_Ortho_IRRG/top_potsdam_{id}_IRRG.tif                IR, R, G (modality irrg)
+    1_DSM_normalisation/dsm_potsdam_{rr_cc}_normalized_lastools.jpg   nDSM, 8-bit (modality dsm)
+    1_DSM/dsm_potsdam_{rr_cc}.tif                         DSM, float (dsm_source="dsm")
+    5_Labels_for_participants[_no_Boundary]/top_potsdam_{id}_label[_noBoundary].tif
+    (or 5_Labels_all[_noBoundary]/ for tiles whose GT came with the complete release)
+
+Labels are RGB colour codes mapped by the ISPRS palette (reference/datasets.md §4); black
+(0, 0, 0), the eroded GT's boundary band (MFNet's "undefined"), becomes 255; any other colour
+is a DataError naming the file and the colour. Optical bands are /255 with no mean/std and
+the DSM / nDSM is min-max scaled over the whole tile before any crop, then repeated x3
+(reference/mfnet.md §3).
+
+Splits (reference/mfnet.md §3): ``split_scheme="mfnet"`` (default) uses MFNet's tiles
+(Vaihingen 12 train / 4 test, Potsdam 18 / 6); ``"official"`` the ISPRS/mmseg lists. There
+is no validation split: ``val`` is the test tiles, as MFNet validates on its test set. Training
+reads the full GT; ``val``/``test`` read the eroded GT unless ``eroded_test_labels=False``
+(MFNet scores against the eroded GT, reference/mfnet.md §4). Items are whole tiles at native
+size; ``train_window`` cuts a random window before the float conversion (MFNet's random
+256 x 256 patch) and ``cache_tiles`` keeps the decoded training tiles in memory (MFNet's
+``CACHE``).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Optional, Sequence, Union
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from mmsam.data.datasets.common import (
+    assemble_item,
+    check_file,
+    check_modalities,
+    file_hw,
+    specs_for,
+)
+from mmsam.data.modalities import minmax_normalise, read_elevation, read_raster, to_three_channels
+from mmsam.data.transforms import IGNORE_INDEX
+from mmsam.errors import ConfigError, DataError
+
+ISPRS_CLASSES: tuple[str, ...] = (
+    "impervious_surfaces", "building", "low_vegetation", "tree", "car", "clutter",
+)
+ISPRS_PALETTE: tuple[tuple[int, int, int], ...] = (
+    (255, 255, 255), (0, 0, 255), (0, 255, 255), (0, 255, 0), (255, 255, 0), (255, 0, 0),
+)
+#: The eroded GT's boundary band (MFNet's "undefined" colour) -> ignore.
+BOUNDARY_COLOUR = (0, 0, 0)
+NUM_CLASSES = len(ISPRS_CLASSES)
+ISPRS_SPLITS = ("train", "val", "test")
+SPLIT_SCHEMES = ("mfnet", "official")
+ELEVATION = ("dsm",)
+
+VAIHINGEN_TILES: dict[str, dict[str, tuple[str, ...]]] = {
+    "mfnet": {"train": ("1", "3", "23", "26", "7", "11", "13", "28", "17", "32", "34", "37"),
+              "test": ("5", "21", "15", "30")},
+    "official": {"train": ("1", "3", "5", "7", "11", "13", "15", "17", "21", "23", "26", "28",
+                           "30", "32", "34", "37"),
+                 "test": ("2", "4", "6", "8", "10", "12", "14", "16", "20", "22", "24", "27",
+                          "29", "31", "33", "35", "38")},
+}
+POTSDAM_TILES: dict[str, dict[str, tuple[str, ...]]] = {
+    "mfnet": {"train": ("6_10", "7_10", "2_12", "3_11", "2_10", "7_8", "5_10", "3_12", "5_12",
+                        "7_11", "7_9", "6_9", "7_7", "4_12", "6_8", "6_12", "6_7", "4_11"),
+              "test": ("4_10", "5_11", "2_11", "3_10", "6_11", "7_12")},
+    "official": {"train": ("2_10", "2_11", "2_12", "3_10", "3_11", "3_12", "4_10", "4_11",
+                           "4_12", "5_10", "5_11", "5_12", "6_10", "6_11", "6_12", "6_7", "6_8",
+                           "6_9", "7_10", "7_11", "7_12", "7_7", "7_8", "7_9"),
+                 "test": ("2_13", "2_14", "3_13", "3_14", "4_13", "4_14", "4_15", "5_13",
+                          "5_14", "5_15", "6_13", "6_14", "6_15", "7_13")},
+}
+
+_UNKNOWN = 254  # LUT value for colours outside the palette (never a valid id)
+_LUT: Optional[np.ndarray] = None
+
+
+def _colour_lut() -> np.ndarray:
+    """24-bit RGB code -> class id (255 for black, 254 for any other colour)."""
+    global _LUT
+    if _LUT is None:
+        lut = np.full(1 << 24, _UNKNOWN, np.uint8)
+        for i, (r, g, b) in enumerate(ISPRS_PALETTE):
+            lut[(r << 16) | (g << 8) | b] = i
+        r, g, b = BOUNDARY_COLOUR
+        lut[(r << 16) | (g << 8) | b] = IGNORE_INDEX
+        _LUT = lut
+    return _LUT
+
+
+def colours_to_ids(rgb: np.ndarray, path: Union[str, Path] = "<array>") -> np.ndarray:
+    """HxWx3 uint8 colour GT -> HxW uint8 ids (black -> 255); DataError naming unknown colours."""
+    if rgb.ndim != 3 or rgb.shape[2] < 3 or rgb.dtype != np.uint8:
+        raise DataError(f"{path}: expected an 8-bit RGB colour label, got {rgb.dtype} "
+                        f"{tuple(rgb.shape)}")
+    codes = ((rgb[..., 0].astype(np.int32) << 16) | (rgb[..., 1].astype(np.int32) << 8)
+             | rgb[..., 2].astype(np.int32))
+    ids = _colour_lut()[codes]
+    bad = ids == _UNKNOWN
+    if bad.any():
+        colours, counts = np.unique(codes[bad], return_counts=True)
+        shown = ", ".join(f"({c >> 16}, {(c >> 8) & 255}, {c & 255}) x{n}"
+                          for c, n in list(zip(colours.tolist(), counts.tolist()))[:5])
+        more = f" and {len(colours) - 5} more" if len(colours) > 5 else ""
+        raise DataError(f"{path}: unknown label colour(s) {shown}{more} (RGB x pixels); the "
+                        f"ISPRS palette is {dict(zip(ISPRS_CLASSES, ISPRS_PALETTE))} and black = "
+                        f"boundary (ignore)")
+    return ids
+
+
+def ids_to_colours(ids: np.ndarray) -> np.ndarray:
+    """HxW class ids -> HxWx3 uint8 ISPRS colours (255 -> black); DataError on other ids."""
+    table = np.zeros((256, 3), np.uint8)
+    table[:NUM_CLASSES] = ISPRS_PALETTE
+    ids = np.asarray(ids)
+    bad = np.setdiff1d(np.unique(ids), np.r_[0:NUM_CLASSES, IGNORE_INDEX])
+    if bad.size:
+        raise DataError(f"ids {bad.tolist()} are outside 0..{NUM_CLASSES - 1} and 255")
+    return table[ids.astype(np.uint8)]
+
+
+def read_label(path: Union[str, Path]) -> np.ndarray:
+    """A colour GT TIFF (full or eroded) -> HxW int64 ids 0..5, 255 = boundary/ignore."""
+    return colours_to_ids(read_raster(path), path).astype(np.int64)
+
+
+@dataclass(frozen=True)
+class TileSample:
+    """Where one tile's files are."""
+
+    id: str                 # e.g. area5 (Vaihingen), 2_10 (Potsdam)
+    files: dict[str, Path]  # modality (+ "label") -> path
+
+
+@dataclass
+class _Tile:
+    """A decoded tile: stored arrays (optical HxWxC, elevation HxW), elevation ranges, ids."""
+
+    arrays: dict[str, np.ndarray]
+    ranges: dict[str, tuple[float, float]]
+    label: np.ndarray  # HxW uint8
+
+
+class ISPRSDataset(Dataset):
+    """Shared loader of the ISPRS 2D labelling tiles; subclasses name the files.
+
+    Args:
+        root: the data set folder (or its parent holding ``Vaihingen/`` / ``Potsdam/``).
+        split: train, val or test (val = the test tiles; there is no validation split).
+        modalities: the data set's modalities, in output order.
+        conditions: none exist; must be None.
+        cases: none exist; None or ["normal"].
+        transform: joint transform on ``{"modalities": images, "label"}`` (before normalising).
+        check: validate every file's existence and header size at construction.
+        missing: modalities replaced by zeros with ``present`` False (not read at all).
+        eroded_test_labels: val/test read the eroded GT (boundary band = 255), as MFNet scores.
+        split_scheme: "mfnet" (MFNet's tiles) or "official" (ISPRS / mmseg tiles).
+        cache_tiles: keep the decoded training tiles in memory (per DataLoader worker).
+        train_window: on the train split, each item is a random window of this side cut from
+            its tile before the float conversion (None: the whole tile).
+    """
+
+    classes = ISPRS_CLASSES
+    palette = ISPRS_PALETTE
+    ignore_index = IGNORE_INDEX
+    #: The image folders also hold tiles outside the split lists (``mmsam data check``).
+    partial_folders = True
+    name = "ISPRS"
+    folder = ""                                    # the package folder under a parent root
+    provided: tuple[str, ...] = ()
+    default_modalities: tuple[str, ...] = ()
+    spec_names: dict[str, str] = {}
+    tiles: dict[str, dict[str, tuple[str, ...]]] = {}
+
+    def __init__(
+        self,
+        root: Union[str, Path],
+        split: str = "train",
+        modalities: Optional[Sequence[str]] = None,
+        conditions: Optional[Sequence[str]] = None,
+        cases: Optional[Sequence[str]] = None,
+        transform: Optional[Callable[[dict[str, Any]], dict[str, Any]]] = None,
+        check: bool = True,
+        missing: Sequence[str] = (),
+        eroded_test_labels: bool = True,
+        split_scheme: str = "mfnet",
+        cache_tiles: bool = True,
+        train_window: Optional[int] = None,
+    ) -> None:
+        super().__init__()
+        if split not in ISPRS_SPLITS:
+            raise ConfigError(f"unknown {self.name} split {split!r}; valid: "
+                              f"{', '.join(ISPRS_SPLITS)} (val = the test tiles)")
+        if split_scheme not in SPLIT_SCHEMES:
+            raise ConfigError(f"unknown split_scheme {split_scheme!r}; valid: "
+                              f"{', '.join(SPLIT_SCHEMES)}")
+        if conditions:
+            raise ConfigError(f"{self.name} has no conditions; got conditions={list(conditions)}")
+        if cases and set([cases] if isinstance(cases, str) else cases) != {"normal"}:
+            raise ConfigError(f"{self.name} has no sensor-failure cases; got cases={cases}")
+        if train_window is not None and (not isinstance(train_window, int) or train_window < 1):
+            raise ConfigError(f"train_window must be a positive int or None, got {train_window!r}")
+        self.modalities, self.missing = check_modalities(
+            self.name, self.default_modalities if modalities is None else modalities,
+            self.provided, missing)
+        self.specs = specs_for(self.modalities, self.spec_names)
+        self.root = self.resolve_root(root)
+        self.split = split
+        self.split_scheme = split_scheme
+        self.eroded = eroded_test_labels and split != "train"
+        self.window = train_window if split == "train" else None
+        self.cache_tiles = cache_tiles and split == "train"
+        self.transform = transform
+        self._cache: dict[int, _Tile] = {}
+        tile_split = "train" if split == "train" else "test"
+        self.tile_ids = self.tiles[split_scheme][tile_split]
+        self.samples = [self.sample(t) for t in self.tile_ids]
+        if check:
+            self.check()
+
+    # -- layout (subclasses) ----------------------------------------------------------------
+    @classmethod
+    def resolve_root(cls, root: Union[str, Path]) -> Path:
+        """``root`` itself, or ``root/<folder>`` when only that holds the package."""
+        root = Path(root)
+        inner = root / cls.folder
+        return inner if not cls._looks_like(root) and cls._looks_like(inner) else root
+
+    @classmethod
+    def _looks_like(cls, root: Path) -> bool:
+        raise NotImplementedError
+
+    def sample(self, tile: str) -> TileSample:
+        """The file paths of tile ``tile`` (its modalities and the split's label)."""
+        raise NotImplementedError
+
+    # -- validation -------------------------------------------------------------------------
+    def _check_sample(self, s: TileSample) -> tuple[int, int]:
+        label = s.files["label"]
+        if not label.is_file():
+            raise DataError(f"{label}: missing file for label of sample {s.id}")
+        expected = file_hw(label)
+        for m in self.modalities:
+            if m not in self.missing:
+                check_file(s.files[m], f"modality {m!r}", s.id, expected,
+                           f"the label {label.name}")
+        return expected
+
+    def check(self) -> None:
+        """Validate every tile's files (existence and header size); DataError on the first."""
+        for s in self.samples:
+            self._check_sample(s)
+
+    # -- reading ----------------------------------------------------------------------------
+    def _read_tile(self, s: TileSample) -> _Tile:
+        label = colours_to_ids(read_raster(s.files["label"]), s.files["label"])
+        arrays, ranges = {}, {}
+        for m in self.modalities:
+            if m in self.missing:
+                continue
+            path = s.files[m]
+            if m in ELEVATION:
+                arr = read_elevation(path, as_float=False)[:, :, 0]
+                ranges[m] = (float(arr.min()), float(arr.max())) if arr.size else (0.0, 0.0)
+            else:
+                arr = self.specs[m].reader(path)
+                if arr.shape[2] < 3:
+                    raise DataError(f"{path}: {arr.shape[2]} band(s); modality {m!r} needs 3")
+                arr = np.ascontiguousarray(arr[:, :, :3])  # RGBIR: keep R, G, B only
+            if arr.shape[:2] != label.shape:
+                raise DataError(f"{path}: {arr.shape[0]}x{arr.shape[1]} (HxW) but the label "
+                                f"{s.files['label'].name} is {label.shape[0]}x{label.shape[1]}")
+            arrays[m] = arr
+        return _Tile(arrays, ranges, label)
+
+    def _tile(self, index: int) -> _Tile:
+        if index in self._cache:
+            return self._cache[index]
+        s = self.samples[index]
+        self._check_sample(s)
+        tile = self._read_tile(s)
+        if self.cache_tiles:
+            self._cache[index] = tile
+        return tile
+
+    def _window(self, h: int, w: int) -> tuple[slice, slice]:
+        if self.window is None:
+            return slice(None), slice(None)
+        wh, ww = min(self.window, h), min(self.window, w)
+        top = int(torch.randint(0, h - wh + 1, ()).item())
+        left = int(torch.randint(0, w - ww + 1, ()).item())
+        return slice(top, top + wh), slice(left, left + ww)
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        tile = self._tile(index)
+        rows, cols = self._window(*tile.label.shape)
+        images = {}
+        for m, arr in tile.arrays.items():
+            part = arr[rows, cols]
+            if m in ELEVATION:
+                plane = minmax_normalise(part, *tile.ranges[m])
+                img = torch.from_numpy(np.ascontiguousarray(plane))[None].expand(3, -1, -1)
+                images[m] = img.contiguous()
+            else:
+                three = to_three_channels(part)
+                images[m] = torch.from_numpy(np.ascontiguousarray(three.transpose(2, 0, 1)))
+        label = torch.from_numpy(tile.label[rows, cols].astype(np.int64))
+        meta = {"id": self.samples[index].id, "condition": "all", "case": "normal"}
+        return assemble_item(images, label, self.modalities, self.missing, self.specs,
+                             self.transform, meta)
+
+    def __repr__(self) -> str:
+        return (f"{type(self).__name__}(root={str(self.root)!r}, split={self.split!r}, "
+                f"scheme={self.split_scheme!r}, modalities={list(self.modalities)}, "
+                f"n={len(self)})")
+
+
+class VaihingenDataset(ISPRSDataset):
+    """ISPRS Vaihingen: modalities ``irrg`` (top/) and ``dsm`` (dsm/); see the module doc."""
+
+    name = "Vaihingen"
+    folder = "Vaihingen"
+    provided = ("irrg", "dsm")
+    default_modalities = ("irrg", "dsm")
+    tiles = VAIHINGEN_TILES
+
+    @classmethod
+    def _looks_like(cls, root: Path) -> bool:
+        return (root / "top").is_dir()
+
+    def sample(self, tile: str) -> TileSample:
+        r = self.root
+        files = {"irrg": r / "top" / f"top_mosaic_09cm_area{tile}.tif",
+                 "dsm": r / "dsm" / f"dsm_09cm_matching_area{tile}.tif"}
+        files = {m: files[m] for m in self.modalities}
+        files["label"] = (r / "gts_eroded_for_participants"
+                          / f"top_mosaic_09cm_area{tile}_noBoundary.tif" if self.eroded
+                          else r / "gts_for_participants" / f"top_mosaic_09cm_area{tile}.tif")
+        return TileSample(f"area{tile}", files)
+
+
+def potsdam_padded(tile: str) -> str:
+    """``2_10`` -> ``02_10``: the DSM / nDSM file names zero-pad both numbers."""
+    try:
+        row, col = (int(v) for v in tile.split("_"))
+    except ValueError:
+        raise ConfigError(f"Potsdam tile ids are <row>_<col>, got {tile!r}") from None
+    return f"{row:02d}_{col:02d}"
+
+
+class PotsdamDataset(ISPRSDataset):
+    """ISPRS Potsdam: ``rgb`` (first 3 bands of RGBIR), ``irrg`` and ``dsm`` (nDSM by default).
+
+    Extra args: ``dsm_source`` "ndsm" (``1_DSM_normalisation`` JPG, as MFNet) or "dsm"
+    (``1_DSM`` float TIFF).
+    """
+
+    name = "Potsdam"
+    folder = "Potsdam"
+    provided = ("rgb", "irrg", "dsm")
+    spec_names = {"rgb": "ortho_rgb"}
+    tiles = POTSDAM_TILES
+    default_modalities = ("rgb", "dsm")
+    label_folders = ("5_Labels_for_participants", "5_Labels_all")
+    eroded_label_folders = ("5_Labels_for_participants_no_Boundary", "5_Labels_all_noBoundary")
+
+    def __init__(
+        self,
+        root: Union[str, Path],
+        split: str = "train",
+        modalities: Optional[Sequence[str]] = None,
+        conditions: Optional[Sequence[str]] = None,
+        cases: Optional[Sequence[str]] = None,
+        transform: Optional[Callable[[dict[str, Any]], dict[str, Any]]] = None,
+        check: bool = True,
+        missing: Sequence[str] = (),
+        eroded_test_labels: bool = True,
+        split_scheme: str = "mfnet",
+        cache_tiles: bool = True,
+        train_window: Optional[int] = None,
+        dsm_source: str = "ndsm",
+    ) -> None:
+        if dsm_source not in ("ndsm", "dsm"):
+            raise ConfigError(f"dsm_source must be 'ndsm' or 'dsm', got {dsm_source!r}")
+        self.dsm_source = dsm_source
+        super().__init__(root, split, modalities, conditions, cases, transform, check, missing,
+                         eroded_test_labels, split_scheme, cache_tiles, train_window)
+
+    @classmethod
+    def _looks_like(cls, root: Path) -> bool:
+        return (root / "4_Ortho_RGBIR").is_dir() or (root / "5_Labels_for_participants").is_dir()
+
+    def _label_path(self, tile: str) -> Path:
+        """The participants' GT, else the complete release's (``5_Labels_all*``)."""
+        folders = self.eroded_label_folders if self.eroded else self.label_folders
+        name = f"top_potsdam_{tile}_label{'_noBoundary' if self.eroded else ''}.tif"
+        cands = [self.root / f / name for f in folders]
+        return next((c for c in cands if c.is_file()), cands[0])
+
+    def sample(self, tile: str) -> TileSample:
+        r, pad = self.root, potsdam_padded(tile)
+        dsm = (r / "1_DSM_normalisation" / f"dsm_potsdam_{pad}_normalized_lastools.jpg"
+               if self.dsm_source == "ndsm" else r / "1_DSM" / f"dsm_potsdam_{pad}.tif")
+        files = {"rgb": r / "4_Ortho_RGBIR" / f"top_potsdam_{tile}_RGBIR.tif",
+                 "irrg": r / "3_Ortho_IRRG" / f"top_potsdam_{tile}_IRRG.tif", "dsm": dsm}
+        files = {m: files[m] for m in self.modalities}
+        files["label"] = self._label_path(tile)
+        return TileSample(tile, files)
+
+
+def vaihingen_has_data(root: Union[str, Path]) -> bool:
+    """True if ``root`` (or ``root/Vaihingen``) holds IRRG tiles."""
+    return any(VaihingenDataset.resolve_root(root).glob("top/top_mosaic_09cm_area*.tif"))
+
+
+def potsdam_has_data(root: Union[str, Path]) -> bool:
+    """True if ``root`` (or ``root/Potsdam``) holds RGBIR tiles."""
+    return any(PotsdamDataset.resolve_root(root).glob("4_Ortho_RGBIR/top_potsdam_*_RGBIR.tif"))
+
+
+def generate_vaihingen(root: Union[str, Path], **kw: Any) -> dict:
+    """The synthetic aerial stand-in (:func:`mmsam.data.synthetic.aerial.generate_aerial`)."""
+    from mmsam.data.synthetic.aerial import generate_aerial
+
+    return generate_aerial(root, **kw)

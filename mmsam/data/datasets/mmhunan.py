@@ -1,0 +1,203 @@
+"""MMHunan (Hunan multimodal land cover) in the layout MFNet reads (reference/datasets.md §6).
+
+``<root>`` (or ``<root>/Hunan``)::
+
+    images_png/<id>.png   8-bit RGB (Sentinel-2 bands 4, 3, 2)      -> modality rgb, /255 only
+    dsm_pngs/<id>.png     8-bit one band (SRTM-derived DEM)           -> modality dsm, min-max x3
+    masks_png/<id>.tif    int8 class map 0..6, -1 = unlabelled        -> label, -1 -> 255
+
+Classes (ids 0..6): cropland, forest, grassland, wetland, water, unused_land, built_up.
+Splits: MFNet's fixed id lists (450 train / 50 test, :mod:`mmhunan_splits`); there is no
+validation split, ``val`` is the test tiles, as MFNet validates on them. Items are whole
+256 x 256 tiles (MFNet crops nothing). The DEM is min-max scaled per tile without MFNet's
+``+1e-8`` (a flat tile gives zeros instead of zeros / 1e-8).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Optional, Sequence, Union
+
+import numpy as np
+import torch
+from PIL import Image
+from torch.utils.data import Dataset
+
+from mmsam.data.datasets.common import (
+    assemble_item,
+    check_file,
+    check_label_ids,
+    check_modalities,
+    file_hw,
+    specs_for,
+)
+from mmsam.data.datasets.mmhunan_splits import MMHUNAN_TEST_IDS, MMHUNAN_TRAIN_IDS
+from mmsam.data.modalities import read_raster
+from mmsam.data.transforms import IGNORE_INDEX
+from mmsam.errors import ConfigError, DataError
+
+MMHUNAN_CLASSES: tuple[str, ...] = (
+    "cropland", "forest", "grassland", "wetland", "water", "unused_land", "built_up",
+)
+MMHUNAN_PALETTE: tuple[tuple[int, int, int], ...] = (
+    (196, 90, 17), (51, 129, 88), (177, 205, 61), (228, 84, 96), (91, 154, 214),
+    (225, 174, 110), (239, 159, 2),
+)
+NUM_CLASSES = len(MMHUNAN_CLASSES)
+MMHUNAN_SPLITS = ("train", "val", "test")
+MMHUNAN_IDS = {"train": MMHUNAN_TRAIN_IDS, "test": MMHUNAN_TEST_IDS}
+#: modality -> (folder, suffix)
+MMHUNAN_FOLDERS: dict[str, tuple[str, str]] = {
+    "rgb": ("images_png", ".png"), "dsm": ("dsm_pngs", ".png"),
+}
+LABEL_FOLDER = ("masks_png", ".tif")
+SPEC_NAMES = {"rgb": "ortho_rgb"}
+
+
+def _signed_tiff(path: Path) -> bool:
+    """True if ``path`` is a TIFF whose SampleFormat tag says signed integers."""
+    try:
+        with Image.open(path) as img:
+            fmt = getattr(img, "tag_v2", {}).get(339)
+    except Exception:
+        return False
+    fmt = fmt[0] if isinstance(fmt, tuple) and fmt else fmt
+    return fmt == 2
+
+
+def read_label(path: Union[str, Path]) -> np.ndarray:
+    """A mask TIFF -> HxW int64 ids 0..6, 255 = ignore (negative values, MFNet's -1).
+
+    PIL decodes a signed 8-bit TIFF as unsigned bytes; the SampleFormat tag tells them apart,
+    so -1 (stored 0xFF) becomes 255 either way. Other ids raise DataError naming the file.
+    """
+    p = Path(path)
+    raw = read_raster(p)
+    if raw.shape[2] != 1:
+        raise DataError(f"{p}: label has {raw.shape[2]} bands; expected a one-band class map")
+    ids = raw[:, :, 0]
+    if not np.issubdtype(ids.dtype, np.integer):
+        raise DataError(f"{p}: label must be an integer map, got {ids.dtype}")
+    if ids.dtype == np.uint8 and _signed_tiff(p):
+        ids = ids.view(np.int8)
+    ids = ids.astype(np.int64)
+    ids[ids < 0] = IGNORE_INDEX
+    return check_label_ids(ids, NUM_CLASSES, p)
+
+
+@dataclass(frozen=True)
+class HunanSample:
+    """Where one tile's files are."""
+
+    id: str
+    files: dict[str, Path]  # modality (+ "label") -> path
+
+
+def resolve_root(root: Union[str, Path]) -> Path:
+    """``root`` itself, or ``root/Hunan`` when only that holds ``images_png``."""
+    root = Path(root)
+    inner = root / "Hunan"
+    if not (root / "images_png").is_dir() and (inner / "images_png").is_dir():
+        return inner
+    return root
+
+
+class MMHunanDataset(Dataset):
+    """MMHunan in MFNet's layout; items follow ``docs/contracts.md``.
+
+    Args:
+        root: the ``Hunan`` folder (or its parent).
+        split: train, val or test (val = the test tiles).
+        modalities: any of rgb, dsm, in output order.
+        conditions: none exist; must be None.
+        cases: none exist; None or ["normal"].
+        transform: joint transform on ``{"modalities": images, "label"}`` (before normalising).
+        check: validate every file's existence and header size at construction.
+        missing: modalities replaced by zeros with ``present`` False (not read at all).
+    """
+
+    classes = MMHUNAN_CLASSES
+    palette = MMHUNAN_PALETTE
+    ignore_index = IGNORE_INDEX
+
+    def __init__(
+        self,
+        root: Union[str, Path],
+        split: str = "train",
+        modalities: Sequence[str] = ("rgb", "dsm"),
+        conditions: Optional[Sequence[str]] = None,
+        cases: Optional[Sequence[str]] = None,
+        transform: Optional[Callable[[dict[str, Any]], dict[str, Any]]] = None,
+        check: bool = True,
+        missing: Sequence[str] = (),
+    ) -> None:
+        super().__init__()
+        if split not in MMHUNAN_SPLITS:
+            raise ConfigError(f"unknown MMHunan split {split!r}; valid: "
+                              f"{', '.join(MMHUNAN_SPLITS)} (val = the test tiles)")
+        if conditions:
+            raise ConfigError(f"MMHunan has no conditions; got conditions={list(conditions)}")
+        if cases and set([cases] if isinstance(cases, str) else cases) != {"normal"}:
+            raise ConfigError(f"MMHunan has no sensor-failure cases; got cases={cases}")
+        self.modalities, self.missing = check_modalities(
+            "MMHunan", modalities, tuple(MMHUNAN_FOLDERS), missing)
+        self.specs = specs_for(self.modalities, SPEC_NAMES)
+        self.root = resolve_root(root)
+        self.split = split
+        self.transform = transform
+        ids = MMHUNAN_IDS["train" if split == "train" else "test"]
+        self.samples = [self.sample(i) for i in ids]
+        if check:
+            self.check()
+
+    def sample(self, tile: str) -> HunanSample:
+        """The file paths of tile ``tile``."""
+        files = {m: self.root / MMHUNAN_FOLDERS[m][0] / f"{tile}{MMHUNAN_FOLDERS[m][1]}"
+                 for m in self.modalities}
+        files["label"] = self.root / LABEL_FOLDER[0] / f"{tile}{LABEL_FOLDER[1]}"
+        return HunanSample(tile, files)
+
+    def _check_sample(self, s: HunanSample) -> tuple[int, int]:
+        label = s.files["label"]
+        if not label.is_file():
+            raise DataError(f"{label}: missing file for label of sample {s.id}")
+        expected = file_hw(label)
+        for m in self.modalities:
+            if m not in self.missing:
+                check_file(s.files[m], f"modality {m!r}", s.id, expected,
+                           f"the label {label.name}")
+        return expected
+
+    def check(self) -> None:
+        """Validate every tile's files (existence and header size); DataError on the first."""
+        for s in self.samples:
+            self._check_sample(s)
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        s = self.samples[index]
+        self._check_sample(s)
+        label = torch.from_numpy(read_label(s.files["label"]))
+        images = {}
+        for m in self.modalities:
+            if m in self.missing:
+                continue
+            img = self.specs[m].load(s.files[m])
+            if img.shape[-2:] != label.shape:
+                raise DataError(f"{s.files[m]}: decoded to {tuple(img.shape[-2:])} but the "
+                                f"label gives {tuple(label.shape)}")
+            images[m] = img
+        meta = {"id": s.id, "condition": "all", "case": "normal"}
+        return assemble_item(images, label, self.modalities, self.missing, self.specs,
+                             self.transform, meta)
+
+    def __repr__(self) -> str:
+        return (f"MMHunanDataset(root={str(self.root)!r}, split={self.split!r}, "
+                f"modalities={list(self.modalities)}, n={len(self)})")
+
+
+def has_data(root: Union[str, Path]) -> bool:
+    """True if ``root`` (or ``root/Hunan``) holds optical PNGs."""
+    return any(resolve_root(root).glob("images_png/*.png"))
