@@ -3,7 +3,8 @@
 Everything is scored with the same :class:`~mmsam.metrics.SegmentationMetrics` as ``mmsam test``:
 per-class IoU / F1, mIoU per non-empty subset of the trained modalities (the others removed from
 the batch, as when those sensors fail), mIoU per condition and per case (sensor failure) when the
-data set's samples carry them, a row-normalised confusion-matrix heat map and a few colour-coded
+data set's samples carry them (whole images, or sliding windows with the task's ``eval_window``;
+means over the task's ``eval_classes``), a row-normalised confusion-matrix heat map and a few colour-coded
 predictions beside the ground truth. Figures are drawn with PIL only (no matplotlib needed).
 """
 from __future__ import annotations
@@ -53,8 +54,23 @@ def _scores(metric: SegmentationMetrics) -> dict[str, Any]:
 
 def _new_metric(task: Any, device: torch.device) -> SegmentationMetrics:
     return SegmentationMetrics(
-        task.num_classes, ignore_index=task.hparams.ignore_index, absent_classes=task.hparams.absent_classes
+        task.num_classes, ignore_index=task.hparams.ignore_index, absent_classes=task.hparams.absent_classes,
+        mean_over=getattr(task, "mean_over", None),
     ).to(device)
+
+
+def _logits(task: Any, batch: dict[str, Any]) -> torch.Tensor:
+    """The task's evaluation logits (sliding windows when it has ``eval_window``)."""
+    if hasattr(task, "eval_logits"):
+        return task.eval_logits(batch)
+    return task.method(batch)["logits"]
+
+
+def _thumb(image: np.ndarray, side: int = 320) -> np.ndarray:
+    """Nearest-neighbour downscale so that the longer side is at most ``side`` (whole large tiles)."""
+    h, w = image.shape[:2]
+    step = -(-max(h, w) // side)
+    return image[::step, ::step] if step > 1 else image
 
 
 def _meta_list(meta: dict[str, Any], key: str, n: int) -> list[str] | None:
@@ -123,6 +139,19 @@ def draw_examples(examples: list[tuple[np.ndarray, np.ndarray, np.ndarray, str]]
     return path
 
 
+def _protocol_lines(task: Any, class_names: Sequence[str]) -> list[str]:
+    """How the scores were taken: classes in the means, sliding windows."""
+    hp = getattr(task, "hparams", {})
+    lines = []
+    mean_over = getattr(task, "mean_over", None)
+    if mean_over is not None:
+        left = [n for i, n in enumerate(class_names) if i not in mean_over]
+        lines.append(f"- mIoU / mAcc / mF1 over {len(mean_over)} of {len(class_names)} classes (left out: {', '.join(left)}); OA over all")
+    if hp.get("eval_window"):
+        lines.append(f"- sliding windows: {hp['eval_window']} px, stride {getattr(task, 'eval_stride', None)} px, logits averaged over overlaps")
+    return lines
+
+
 def _table(header: Sequence[str], rows: list[Sequence[str]]) -> list[str]:
     return ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|", *("| " + " | ".join(r) + " |" for r in rows)]
 
@@ -174,7 +203,7 @@ def write_report(task: Any, datamodule: Any, output_dir: str | Path, *, examples
                 meta = batch.get("meta") or {}
                 for metric, subset in zip(metrics, subsets):
                     with autocast():
-                        logits = task.method(_restrict(batch, subset))["logits"]
+                        logits = _logits(task, _restrict(batch, subset))
                     metric.update(logits, label)
                     if subset is subsets[0]:
                         pred = logits.argmax(1)
@@ -190,7 +219,8 @@ def write_report(task: Any, datamodule: Any, output_dir: str | Path, *, examples
                         for i in range(b):
                             if len(shown) >= examples:
                                 break
-                            shown.append((_to_rgb(first[i]), label[i].cpu().numpy(), pred[i].cpu().numpy(), ids[i]))
+                            shown.append((_thumb(_to_rgb(first[i])), _thumb(label[i].cpu().numpy().astype(np.uint8)),
+                                          _thumb(pred[i].cpu().numpy().astype(np.uint8)), ids[i]))
     finally:
         task.train(was_training)
 
@@ -216,6 +246,7 @@ def write_report(task: Any, datamodule: Any, output_dir: str | Path, *, examples
     lines += [
         f"- method: `{method}`; modalities: {', '.join(modalities)}; classes: {task.num_classes}",
         f"- test samples: {n_samples}; absent classes: `{task.hparams.absent_classes}`; scores in percent",
+        *_protocol_lines(task, class_names),
         "",
         "## Summary (all modalities)",
         "",
@@ -225,9 +256,11 @@ def write_report(task: Any, datamodule: Any, output_dir: str | Path, *, examples
         "",
     ]
     gt_pixels = confmat.sum(1)
+    mean_over = getattr(task, "mean_over", None)
     lines += _table(
-        ["#", "class", "IoU", "F1", "Acc", "pixels"],
-        [[str(i), name, _pct(full["IoU"][i]), _pct(full["F1"][i]), _pct(full["Acc"][i]), str(int(gt_pixels[i]))]
+        ["#", "class", "IoU", "F1", "Acc", "pixels", "in means"],
+        [[str(i), name, _pct(full["IoU"][i]), _pct(full["F1"][i]), _pct(full["Acc"][i]), str(int(gt_pixels[i])),
+          "no" if mean_over is not None and i not in mean_over else "yes"]
          for i, name in enumerate(class_names)],
     )
     lines += ["", "## Modality subsets (x present, - removed)", ""]

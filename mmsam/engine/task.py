@@ -8,7 +8,8 @@ import torch
 from lightning.pytorch.utilities import rank_zero_only
 from torch import nn
 
-from mmsam.engine.schedule import warmup_poly
+from mmsam.engine.schedule import multistep, warmup_poly
+from mmsam.engine.sliding_window import check_window, sliding_window_logits
 from mmsam.errors import CheckpointError, ConfigError
 from mmsam.losses import build_loss
 from mmsam.metrics import SegmentationMetrics
@@ -30,13 +31,34 @@ class SegmentationTask(pl.LightningModule):
         loss: ``"ohem"`` (OHEM cross-entropy, thresh ``ohem_thresh``; the papers' loss), ``"ce"``, or
             ``"none"`` when the method returns its whole loss under ``out["losses"]`` (Conv-LoRA SAM).
         aux_weight: weight of auxiliary-head losses a method returns under ``"aux"``.
-        lr, weight_decay: AdamW.
-        warmup_epochs, warmup_ratio, poly_power: linear warm-up from ``warmup_ratio·lr``, then
-            poly decay, stepped per iteration (MemorySAM / CMNeXt recipe).
+        optimizer: ``"adamw"`` (MemorySAM / CMNeXt recipe) or ``"sgd"`` with ``momentum`` (MFNet:
+            lr 0.01, momentum 0.9, weight_decay 5e-4); one group per ``param_groups()`` entry.
+        lr: learning rate.
+        weight_decay: the optimiser's weight decay.
+        momentum: SGD momentum (unused by AdamW).
+        lr_schedule: ``"warmup_poly"`` (warm-up then poly decay, stepped per iteration) or
+            ``"multistep"`` (lr × ``gamma`` at each of ``milestones``, stepped per epoch).
+        warmup_epochs, warmup_ratio, poly_power: ``warmup_poly``: linear warm-up from
+            ``warmup_ratio·lr`` over ``warmup_epochs``, then poly decay (MemorySAM / CMNeXt recipe).
+        milestones: ``multistep``: numbers of completed epochs after which the lr drops, as in
+            ``torch.optim.lr_scheduler.MultiStepLR``. ``[24, 34, 44]`` with lr 0.01 gives 1e-2 for
+            epochs 1–24, 1e-3 for 25–34, 1e-4 for 35–44, 1e-5 after: MFNet's effective schedule
+            (its code steps ``[25, 35, 45]`` at the start of each epoch, one epoch earlier; mfnet.md §3).
+        gamma: ``multistep``: lr factor at each milestone.
         absent_classes: ``"zero"`` (reference protocol) or ``"skip"``; see ``SegmentationMetrics``.
-        eval_modality_subsets: extra subsets evaluated by ``validate`` / ``test`` (not during fit), e.g. ``[["rgb"], ["rgb", "depth"]]``
-            (the others are removed from the batch, as when those sensors fail), or ``"all"`` for every
-            non-empty subset of the trained modalities (the missing-modality robustness table).
+        eval_classes: class names averaged in mIoU / mF1 / mAcc (default all); OA stays over all
+            classes. ISPRS protocol: the five classes without ``clutter`` (``mfnet.md`` §4). The
+            printed table marks the classes left out.
+        eval_window: sliding-window evaluation of whole tiles of any size (validate, test with every
+            modality subset, predict): square windows of this many pixels, logits summed over
+            overlaps and divided by their count. Set it to the model's input size with the data's
+            ``eval_size: null`` (native tiles). MFNet: 256 (mfnet.md §4). Default: whole images.
+        eval_stride: pixels between windows (default ``eval_window // 2``; at most the window); the
+            last window of each row / column is aligned to the tile's edge. MFNet: 32.
+        eval_window_batch: window crops per forward pass, the memory bound whatever the tile size.
+        val_stride: stride of the validation loop (per-epoch validation in fit, ``mmsam validate``),
+            default ``eval_stride``; test and predict keep ``eval_stride``. MFNet validates Potsdam
+            with 128 and tests with 32 (mfnet.md §4).
         modality_dropout: training only: each modality of each sample is marked absent with this
             probability (at least one stays present), so fusion learns to cope with sensor failure.
     """
@@ -52,13 +74,23 @@ class SegmentationTask(pl.LightningModule):
         loss: Literal["ohem", "ce", "none"] = "ohem",
         ohem_thresh: float = 0.7,
         aux_weight: float = 0.4,
+        optimizer: Literal["adamw", "sgd"] = "adamw",
         lr: float = 6e-4,
         weight_decay: float = 0.01,
+        momentum: float = 0.9,
+        lr_schedule: Literal["warmup_poly", "multistep"] = "warmup_poly",
         warmup_epochs: float = 10.0,
         warmup_ratio: float = 0.1,
         poly_power: float = 0.9,
+        milestones: list[int] | None = None,
+        gamma: float = 0.1,
         absent_classes: Literal["zero", "skip"] = "zero",
+        eval_classes: list[str] | None = None,
         eval_modality_subsets: list[list[str]] | Literal["all"] | None = None,
+        eval_window: int | None = None,
+        eval_stride: int | None = None,
+        eval_window_batch: int = 4,
+        val_stride: int | None = None,
         modality_dropout: float = 0.0,
     ) -> None:
         super().__init__()
@@ -74,6 +106,28 @@ class SegmentationTask(pl.LightningModule):
         self.aux_loss_fn = self.loss_fn or build_loss("ce", ignore_index=ignore_index)
         if not 0.0 <= modality_dropout < 1.0:
             raise ConfigError(f"modality_dropout must be in [0, 1), got {modality_dropout}")
+        if optimizer not in ("adamw", "sgd"):
+            raise ConfigError(f"optimizer must be 'adamw' or 'sgd', got {optimizer!r}")
+        if lr_schedule not in ("warmup_poly", "multistep"):
+            raise ConfigError(f"lr_schedule must be 'warmup_poly' or 'multistep', got {lr_schedule!r}")
+        if lr_schedule == "multistep" and (not milestones or any(m < 1 for m in milestones) or list(milestones) != sorted(set(milestones))):
+            raise ConfigError(f"lr_schedule 'multistep' needs milestones: increasing epoch counts >= 1, got {milestones}")
+        if eval_window is None and eval_stride is not None:
+            raise ConfigError(f"eval_stride={eval_stride} is set but eval_window is not: set the window too")
+        if eval_window is None and val_stride is not None:
+            raise ConfigError(f"val_stride={val_stride} is set but eval_window is not: set the window too")
+        self.eval_stride = None if eval_window is None else check_window(eval_window, eval_stride, eval_window_batch, prefix="eval_")
+        self.val_stride = self.eval_stride
+        if val_stride is not None:
+            if not 1 <= val_stride <= eval_window:
+                raise ConfigError(f"val_stride must be in [1, eval_window={eval_window}], got {val_stride}")
+            self.val_stride = val_stride
+        self.mean_over = None
+        if eval_classes is not None:
+            unknown = [c for c in eval_classes if c not in self.class_names]
+            if unknown or not eval_classes:
+                raise ConfigError(f"eval_classes {unknown or eval_classes} are not among the data's class names {list(self.class_names)}")
+            self.mean_over = sorted(self.class_names.index(c) for c in set(eval_classes))
         if eval_modality_subsets == "all":
             eval_modality_subsets = all_subsets(self.modalities)
         subsets = [list(self.modalities)] + [list(s) for s in (eval_modality_subsets or [])]
@@ -84,7 +138,7 @@ class SegmentationTask(pl.LightningModule):
         self.subsets = [s for i, s in enumerate(subsets) if s not in subsets[:i]]
         self.metrics = nn.ModuleDict(
             {
-                f"{stage}_{i}": SegmentationMetrics(num_classes, ignore_index=ignore_index, absent_classes=absent_classes)
+                f"{stage}_{i}": SegmentationMetrics(num_classes, ignore_index=ignore_index, absent_classes=absent_classes, mean_over=self.mean_over)
                 for stage in ("val", "test")
                 for i in range(len(self.subsets))
             }
@@ -93,6 +147,16 @@ class SegmentationTask(pl.LightningModule):
     # ---- forward -----------------------------------------------------------------------
     def forward(self, batch: dict[str, Any]) -> dict[str, Any]:
         return self.method(batch)
+
+    def eval_logits(self, batch: dict[str, Any], *, stride: int | None = None) -> torch.Tensor:
+        """Evaluation logits: whole images, or sliding windows when ``eval_window`` is set
+        (at ``stride``, default ``eval_stride``)."""
+        if self.hparams.eval_window is None:
+            return self.method(batch)["logits"]
+        return sliding_window_logits(
+            self.method, batch, window=self.hparams.eval_window, stride=stride or self.eval_stride, num_classes=self.num_classes,
+            window_batch=self.hparams.eval_window_batch, ignore_index=self.hparams.ignore_index,
+        )
 
     # ---- steps -------------------------------------------------------------------------
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
@@ -118,7 +182,7 @@ class SegmentationTask(pl.LightningModule):
 
     def _eval_step(self, stage: str, batch: dict[str, Any]) -> None:
         for i, subset in enumerate(self._active_subsets()):
-            logits = self.method(_restrict(batch, subset))["logits"]
+            logits = self.eval_logits(_restrict(batch, subset), stride=self.val_stride if stage == "val" else None)
             self.metrics[f"{stage}_{i}"].update(logits, batch["label"])
 
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
@@ -128,7 +192,7 @@ class SegmentationTask(pl.LightningModule):
         self._eval_step("test", batch)
 
     def predict_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, Any]:
-        logits = self.method(batch)["logits"]
+        logits = self.eval_logits(batch)
         return {"pred": logits.argmax(1).to(torch.uint8).cpu(), "id": batch["meta"]["id"]}
 
     def on_validation_epoch_end(self) -> None:
@@ -139,9 +203,15 @@ class SegmentationTask(pl.LightningModule):
 
     # ---- optimisation ------------------------------------------------------------------
     def configure_optimizers(self) -> Any:
+        hp = self.hparams
         groups = self.method.param_groups()
         params = [{"params": ps, "name": name} for name, ps in groups.items() if ps]
-        opt = torch.optim.AdamW(params, lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
+        if hp.optimizer == "sgd":
+            opt: torch.optim.Optimizer = torch.optim.SGD(params, lr=hp.lr, momentum=hp.momentum, weight_decay=hp.weight_decay)
+        else:
+            opt = torch.optim.AdamW(params, lr=hp.lr, weight_decay=hp.weight_decay)
+        if hp.lr_schedule == "multistep":
+            return {"optimizer": opt, "lr_scheduler": {"scheduler": multistep(opt, milestones=hp.milestones, gamma=hp.gamma), "interval": "epoch"}}
         total = int(self.trainer.estimated_stepping_batches)
         epochs = self.trainer.max_epochs if self.trainer.max_epochs and self.trainer.max_epochs > 0 else None
         per_epoch = total / epochs if epochs else total
@@ -190,7 +260,7 @@ class SegmentationTask(pl.LightningModule):
                 self.log(f"{stage}/{key}{suffix}", scores[key] * 100, prog_bar=(key == "mIoU" and i == 0), sync_dist=False)
             rows.append((subset, scores))
             if i == 0 and not self.trainer.sanity_checking and self.trainer.state.fn != "fit":  # validate/test only
-                _print(format_table(stage, subset, scores, self.class_names))
+                _print(format_table(stage, subset, scores, self.class_names, mean_over=self.mean_over))
         if len(rows) > 1 and not self.trainer.sanity_checking and self.trainer.state.fn != "fit":
             _print(format_subset_table(stage, rows, self.modalities))
 
@@ -251,15 +321,23 @@ def format_subset_table(stage: str, rows: list[tuple[Sequence[str], dict[str, to
     return "\n".join(lines)
 
 
-def format_table(stage: str, subset: Sequence[str], scores: dict[str, torch.Tensor], class_names: Sequence[str]) -> str:
-    """A per-class IoU / F1 table followed by the summary scores, in percent."""
+def format_table(
+    stage: str, subset: Sequence[str], scores: dict[str, torch.Tensor], class_names: Sequence[str], *, mean_over: Sequence[int] | None = None
+) -> str:
+    """A per-class IoU / F1 / Acc table followed by the summary scores, in percent.
+
+    Classes outside ``mean_over`` (``eval_classes``) are marked: they count in OA, not in the means.
+    """
     width = max(12, *(len(n) for n in class_names))
     lines = [f"\n[{stage}] modalities: {', '.join(subset)}", f"{'class':<{width}}  {'IoU':>6}  {'F1':>6}  {'Acc':>6}"]
-    for name, iou, f1, acc in zip(class_names, scores["IoU"], scores["F1"], scores["Acc"]):
+    for i, (name, iou, f1, acc) in enumerate(zip(class_names, scores["IoU"], scores["F1"], scores["Acc"])):
         fmt = lambda v: "   n/a" if torch.isnan(v) else f"{100 * float(v):6.2f}"  # noqa: E731
-        lines.append(f"{name:<{width}}  {fmt(iou)}  {fmt(f1)}  {fmt(acc)}")
+        mark = "  (not in means)" if mean_over is not None and i not in mean_over else ""
+        lines.append(f"{name:<{width}}  {fmt(iou)}  {fmt(f1)}  {fmt(acc)}{mark}")
     lines.append(
         f"{'mIoU':<{width}}  {100 * float(scores['mIoU']):6.2f}   OA {100 * float(scores['OA']):.2f}"
         f"   mAcc {100 * float(scores['mAcc']):.2f}   mF1 {100 * float(scores['mF1']):.2f}"
     )
+    if mean_over is not None:
+        lines.append(f"(mIoU / mAcc / mF1 over {len(mean_over)} of {len(class_names)} classes; OA over all)")
     return "\n".join(lines)

@@ -1,7 +1,7 @@
 """Segmentation scores from one confusion matrix (torchmetrics; distributed-safe)."""
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any, Literal, Sequence
 
 import torch
 from torchmetrics.classification import MulticlassConfusionMatrix
@@ -11,7 +11,8 @@ class SegmentationMetrics(MulticlassConfusionMatrix):
     """Per-class IoU and F1, mIoU, OA, mAcc, mF1 over pixels, ignoring ``ignore_index``.
 
     Accumulates a single ``K×K`` confusion matrix (rows = truth, columns = prediction); every
-    score is derived from it in :meth:`compute`.
+    score is derived from it in :meth:`compute`. OA is always over all K classes; the means
+    (mIoU, mAcc, mF1) over ``mean_over`` when given.
 
     Args:
         num_classes: K.
@@ -19,6 +20,9 @@ class SegmentationMetrics(MulticlassConfusionMatrix):
         absent_classes: how a class with no ground truth and no prediction enters the means.
             ``"zero"`` counts it as 0 over all K classes, as the DELIVER/MCubeS reference code
             does (``../shared/reference/memorysam.md`` §4); ``"skip"`` leaves it out of the means.
+        mean_over: class ids averaged in the means (default all). ISPRS protocol: the five
+            foreground classes, clutter left out (``mfnet.md`` §4); its pixels still count in OA
+            and as errors of the other classes.
     """
 
     full_state_update = False
@@ -29,12 +33,18 @@ class SegmentationMetrics(MulticlassConfusionMatrix):
         *,
         ignore_index: int = 255,
         absent_classes: Literal["zero", "skip"] = "zero",
+        mean_over: Sequence[int] | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(num_classes=num_classes, ignore_index=ignore_index, normalize=None, validate_args=False, **kwargs)
         if absent_classes not in ("zero", "skip"):
             raise ValueError(f"absent_classes must be 'zero' or 'skip', got {absent_classes!r}")
         self.absent_classes = absent_classes
+        if mean_over is not None:
+            mean_over = sorted(set(int(i) for i in mean_over))
+            if not mean_over or mean_over[0] < 0 or mean_over[-1] >= num_classes:
+                raise ValueError(f"mean_over must be a non-empty list of class ids in [0, {num_classes}), got {mean_over}")
+        self.mean_over = mean_over
 
     def update(self, preds: torch.Tensor, target: torch.Tensor) -> None:  # type: ignore[override]
         """``preds``: logits ``(B, K, H, W)`` or labels ``(B, H, W)``; ``target``: ``(B, H, W)``."""
@@ -54,6 +64,8 @@ class SegmentationMetrics(MulticlassConfusionMatrix):
         acc = torch.where(gt > 0, tp / gt.clamp(min=1), torch.nan)
 
         def mean(v: torch.Tensor) -> torch.Tensor:
+            if self.mean_over is not None:
+                v = v[self.mean_over]
             if self.absent_classes == "zero":
                 return v.nan_to_num(0.0).mean()
             return v.nanmean() if bool((~v.isnan()).any()) else v.new_tensor(0.0)

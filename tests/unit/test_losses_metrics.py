@@ -62,6 +62,29 @@ def test_metrics_from_confusion_matrix():
     assert torch.isclose(skip.compute()["mIoU"], torch.tensor(1 / 3))
 
 
+def test_mean_over_a_subset_of_classes_keeps_oa_over_all():
+    """ISPRS protocol: clutter (class 2 here) counts in OA and as an error, not in the means."""
+    target = torch.tensor([[0, 0, 0, 1, 1, 2, 2, 2, 255]])
+    pred = torch.tensor([[0, 0, 1, 1, 2, 2, 0, 1, 0]])
+    # confusion (rows truth): 0 -> [2, 1, 0]; 1 -> [0, 1, 1]; 2 -> [1, 1, 1]
+    iou = torch.tensor([2 / 4, 1 / 4, 1 / 4])
+    f1 = torch.tensor([4 / 6, 2 / 5, 2 / 5])
+    acc = torch.tensor([2 / 3, 1 / 2, 1 / 3])
+    full = SegmentationMetrics(3)
+    part = SegmentationMetrics(3, mean_over=[0, 1])
+    for m in (full, part):
+        m.update(pred, target)
+    s_full, s_part = full.compute(), part.compute()
+    assert torch.isclose(s_full["mIoU"], iou.mean()) and torch.isclose(s_part["mIoU"], iou[:2].mean())
+    assert torch.isclose(s_part["mF1"], f1[:2].mean()) and torch.isclose(s_part["mAcc"], acc[:2].mean())
+    assert torch.isclose(s_part["OA"], torch.tensor(4 / 8)) and torch.isclose(s_full["OA"], s_part["OA"])
+    assert torch.allclose(s_part["IoU"], iou) and torch.allclose(s_part["F1"], f1)  # per class unchanged
+    part.reset()
+    assert part.mean_over == [0, 1] and part.confmat.sum() == 0
+    with pytest.raises(ValueError, match="mean_over"):
+        SegmentationMetrics(3, mean_over=[3])
+
+
 def test_warmup_poly_schedule():
     opt = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=1.0)
     sched = warmup_poly(opt, total_steps=100, warmup_steps=10, warmup_ratio=0.1, power=0.9)
