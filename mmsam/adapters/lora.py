@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import ClassVar, Literal
 
 import torch
 from torch import nn
@@ -31,6 +31,13 @@ class LoRAConfig(AdapterConfig):
         dropout: dropout on the LoRA input path.
         parts: for a fused qkv Linear, which thirds of the output get an update
             (``["q", "v"]`` as in the SAM-LoRA papers); ``None`` adapts the whole output.
+        slice_width: how wide each part's update is when the qkv Linear widens
+            (``Linear(d_in, 3·d_out)``, d_out > d_in: Hiera's stage-transition blocks).
+            ``"out"``: the whole part (d_out channels). ``"in"``: d_in channels, as MemorySAM's
+            official wrapper (``qkv[..., :d_in] += q``, ``qkv[..., -d_in:] += v``): the first
+            d_in channels of q (and of k), the *last* d_in channels of v
+            (``../shared/reference/memorysam.md`` §2.2). Both agree where d_out == d_in.
+            ``"in"`` needs ``parts`` and is implemented by the plain LoRA layer (and MoE-LoRA experts).
     """
 
     adapter_type: ClassVar[str] = "lora"
@@ -38,6 +45,7 @@ class LoRAConfig(AdapterConfig):
     alpha: float | None = None
     dropout: float = 0.0
     parts: list[str] | None = None
+    slice_width: Literal["out", "in"] = "out"
 
     def __post_init__(self) -> None:
         if self.r < 1:
@@ -48,19 +56,32 @@ class LoRAConfig(AdapterConfig):
             bad = [p for p in self.parts if p not in _PARTS]
             if bad or not self.parts:
                 raise ValueError(f"LoRA parts must be a non-empty subset of {_PARTS}, got {self.parts}")
+        if self.slice_width not in ("out", "in"):
+            raise ValueError(f"LoRA slice_width must be 'out' or 'in', got {self.slice_width!r}")
+        if self.slice_width == "in" and self.parts is None:
+            raise ValueError("LoRA slice_width='in' narrows the q/k/v parts of a fused qkv: give parts (e.g. [q, v])")
+        if self.slice_width == "in" and self.adapter_type != "lora":
+            # other LoRA-family layers build their slices themselves and would ignore it silently
+            raise ValueError(f"slice_width='in' is implemented by the plain 'lora' adapter, not {self.adapter_type!r}")
 
     @property
     def scaling(self) -> float:
         return 1.0 if self.alpha is None else self.alpha / self.r
 
 
-def _slices(out_features: int, parts: list[str] | None) -> list[slice]:
+def _slices(out_features: int, parts: list[str] | None, *, in_features: int | None = None, width: str = "out") -> list[slice]:
+    """Output slices of each part; ``width="in"`` narrows each to ``in_features`` (see ``LoRAConfig.slice_width``)."""
     if parts is None:
         return [slice(0, out_features)]
     if out_features % 3:
         raise ValueError(f"parts={parts} needs a fused qkv Linear, but out_features={out_features} is not divisible by 3")
     d = out_features // 3
-    return [slice(_PARTS.index(p) * d, (_PARTS.index(p) + 1) * d) for p in parts]
+    if width == "out" or in_features is None or in_features == d:
+        return [slice(_PARTS.index(p) * d, (_PARTS.index(p) + 1) * d) for p in parts]
+    if in_features > d:
+        raise ValueError(f"slice_width='in' needs a widening qkv, but in_features={in_features} > {d} per part")
+    starts = {"q": 0, "k": d, "v": 3 * d - in_features}  # v: the last in_features channels, as `qkv[..., -dim:]`
+    return [slice(starts[p], starts[p] + in_features) for p in parts]
 
 
 class LoRADelta(nn.Module):
@@ -69,7 +90,7 @@ class LoRADelta(nn.Module):
     def __init__(self, in_features: int, out_features: int, config: LoRAConfig) -> None:
         super().__init__()
         self.out_features = out_features
-        self.slices = _slices(out_features, config.parts)
+        self.slices = _slices(out_features, config.parts, in_features=in_features, width=config.slice_width)
         self.scaling = config.scaling
         self.dropout = nn.Dropout(config.dropout) if config.dropout > 0 else nn.Identity()
         self.lora_A = nn.ModuleList(nn.Linear(in_features, config.r, bias=False) for _ in self.slices)

@@ -1,4 +1,5 @@
 """Fusion of per-modality features."""
+from mmsam.fusion.dfm import DeepFusionModule, SEUnit
 from mmsam.fusion.router import ModalityRouter
 
-__all__ = ["ModalityRouter"]
+__all__ = ["DeepFusionModule", "ModalityRouter", "SEUnit"]

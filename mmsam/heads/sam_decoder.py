@@ -44,21 +44,7 @@ class SamDecoderHead(nn.Module):
         super().__init__()
         if num_classes < 2:
             raise ValueError(f"num_classes must be >= 2, got {num_classes}")
-        dec = mask_decoder
-        dec.requires_grad_(True)  # the whole decoder trains (MemorySAM), except the heads below
-        dim = dec.transformer_dim
-        dec.num_multimask_outputs = num_classes - 1
-        dec.num_mask_tokens = num_classes
-        dec.mask_tokens = nn.Embedding(num_classes, dim)
-        template = dec.output_hypernetworks_mlps[0]
-        mlps = nn.ModuleList(copy.deepcopy(template) for _ in range(num_classes))
-        for m in mlps.modules():
-            if isinstance(m, nn.Linear):
-                m.reset_parameters()
-        dec.output_hypernetworks_mlps = mlps
-        for name in ("iou_prediction_head", "pred_obj_score_head"):
-            if isinstance(getattr(dec, name, None), nn.Module):
-                getattr(dec, name).requires_grad_(False)
+        dec = with_class_tokens(mask_decoder, num_classes)
         self.decoder = dec
         self.num_classes = num_classes
         self.is_sam2 = hasattr(dec, "conv_s0") or hasattr(dec, "use_high_res_features")
@@ -95,6 +81,42 @@ class SamDecoderHead(nn.Module):
             high_res_features=high_res,
         )
         return masks
+
+
+def with_class_tokens(decoder: nn.Module, num_tokens: int, *, reset_iou_head: bool = False) -> nn.Module:
+    """Give an official SAM / SAM 2 ``MaskDecoder`` ``num_tokens`` fresh mask tokens, in place.
+
+    Each token gets a new, freshly initialised hypernetwork MLP (the pretrained decoder has 4);
+    ``num_multimask_outputs`` becomes ``num_tokens - 1``. The whole decoder trains except the
+    IoU and object-score heads, which stay frozen. ``reset_iou_head``: rebuild the IoU head
+    for ``num_tokens`` outputs with Kaiming-normal weights (MemorySAM, whose SAM 2 picks the
+    memory mask by this head: ``../shared/reference/memorysam.md`` §2.5); otherwise it is kept.
+    """
+    dec = decoder
+    dec.requires_grad_(True)  # the whole decoder trains (MemorySAM), except the heads below
+    dim = dec.transformer_dim
+    dec.num_multimask_outputs = num_tokens - 1
+    dec.num_mask_tokens = num_tokens
+    dec.mask_tokens = nn.Embedding(num_tokens, dim)
+    template = dec.output_hypernetworks_mlps[0]
+    mlps = nn.ModuleList(copy.deepcopy(template) for _ in range(num_tokens))
+    for m in mlps.modules():
+        if isinstance(m, nn.Linear):
+            m.reset_parameters()
+    dec.output_hypernetworks_mlps = mlps
+    if reset_iou_head:
+        head = copy.deepcopy(dec.iou_prediction_head)
+        last = head.layers[-1]
+        head.layers[-1] = nn.Linear(last.in_features, num_tokens, bias=last.bias is not None)
+        for m in head.modules():
+            if isinstance(m, nn.Linear):
+                m.reset_parameters()
+                nn.init.kaiming_normal_(m.weight)
+        dec.iou_prediction_head = head
+    for name in ("iou_prediction_head", "pred_obj_score_head"):
+        if isinstance(getattr(dec, name, None), nn.Module):
+            getattr(dec, name).requires_grad_(False)
+    return dec
 
 
 def upsample_logits(logits: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:

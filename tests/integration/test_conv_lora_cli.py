@@ -10,7 +10,6 @@ import pytest
 import torch
 from PIL import Image
 
-import mmsam.methods
 from mmsam.adapters import ConvLoRAConfig, ConvLoRADelta, ConvLoRALinear, MoELoRALinear
 from mmsam.cli import lightning_main, main
 
@@ -67,10 +66,9 @@ def test_fit_conv_lora_sam_on_a_binary_folder_set(binary_root, make_config, tmp_
 
 @pytest.mark.parametrize("method", ["SamLoRA", "MLESAM", "MemorySAM"])
 def test_conv_lora_composes_with_methods_by_config_alone(method, tiny_root, make_config, tmp_path, capsys):
-    if not hasattr(mmsam.methods, method):
-        pytest.skip(f"mmsam.methods.{method} does not exist yet (MemorySAM is another issue's work); "
-                    "the Conv-LoRA adapter needs no change for it: any method taking `lora: LoRAConfig` accepts it")
-    init = {"backbone": "sam_vit_tiny", "img_size": 64, "lora": CONV_LORA}
+    # MemorySAM runs SAM 2's memory modules: it needs a SAM 2 backbone
+    backbone = "sam2_hiera_micro" if method == "MemorySAM" else "sam_vit_tiny"
+    init = {"backbone": backbone, "img_size": 64, "lora": CONV_LORA}
     cfg = make_config(tmp_path / "c.yaml", tiny_root, tmp_path / "run",
                       model__method={"class_path": f"mmsam.methods.{method}", "init_args": init})
     assert main(["info", "--config", str(cfg)]) == 0
@@ -84,8 +82,19 @@ def test_conv_lora_composes_with_methods_by_config_alone(method, tiny_root, make
     n_mod = len(model.modalities)
     if method == "MLESAM":  # one Conv-LoRA expert per modality in every adapted layer
         assert all(isinstance(m, MoELoRALinear) for m in layers) and len(deltas) == n_mod * len(layers)
-    elif method == "SamLoRA":  # one shared Conv-LoRA
+    else:  # SamLoRA, MemorySAM: one Conv-LoRA shared by all modalities
         assert all(isinstance(m, ConvLoRALinear) for m in layers) and len(deltas) == len(layers)
+    if method == "MemorySAM":
+        # 5 micro Hiera blocks, qkv d_in -> 3 d_out: A 2 x d_in + B 3 d_out x 2 + 3 convs 2x2x3x3+2 + gate 2 x 2x3
+        qkvs = [m.base_layer for m in layers]
+        assert len(qkvs) == 5 and any(q.out_features != 3 * q.in_features for q in qkvs)
+        assert counts["adapters"] == sum(2 * q.in_features + 2 * q.out_features + 3 * (36 + 2) + 12 for q in qkvs)
+        model.train()
+        batch = {"modalities": {m: torch.randn(2, 3, 64, 64) for m in model.modalities},
+                 "label": torch.randint(0, 25, (2, 64, 64))}
+        out = model(batch)
+        assert set(out["losses"]) == {"proto", "balance"}  # SPMM and Conv-LoRA's gate balance, both reach the task
+        return
     # 2 tiny blocks (width 32, qkv 32 -> 96): A 2x32 + B 96x2 + 3 convs 2x2x3x3+2 + gate 2 x 2x3
     assert per_delta == 2 * 32 + 96 * 2 + 3 * (36 + 2) + 12
     assert counts["adapters"] == len(deltas) * per_delta
