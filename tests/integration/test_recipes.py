@@ -35,3 +35,14 @@ def test_mlesam_recipe_counts(capsys):
     assert len(dims) == 24
     assert counts["adapters"] == 4 * 2 * 32 * sum(i + o for i, o in dims) == 5_304_320
     assert counts["fusion"] == 3 * (256 + 1)
+
+
+DEMOS = sorted((Path(__file__).parents[2] / "configs" / "demo").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("demo", DEMOS, ids=lambda p: p.name)
+def test_demo_config_builds(demo, capsys):
+    """Every demo config parses and builds (the demos themselves are timed in docs/benchmarks.md)."""
+    assert main(["info", "--config", str(demo)]) == 0
+    counts = _counts(capsys.readouterr().out)
+    assert counts["trainable"] > 0
