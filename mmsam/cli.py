@@ -68,6 +68,9 @@ def _make_cli_class() -> type:
             if cfg.get("logger") in (None, True):
                 kwargs["logger"] = _loggers(root)
             callbacks = list(cfg.get("callbacks") or [])
+            for c in callbacks:  # a config's own checkpoint callback without dirpath goes where the default one would
+                if isinstance(c, ModelCheckpoint) and c.dirpath is None:
+                    c.dirpath = str(root / "checkpoints")
             if cfg.get("enable_checkpointing", True) is not False and not any(isinstance(c, ModelCheckpoint) for c in callbacks):
                 callbacks.append(
                     ModelCheckpoint(

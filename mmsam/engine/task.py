@@ -12,7 +12,7 @@ from mmsam.engine.schedule import multistep, warmup_poly
 from mmsam.engine.sliding_window import check_window, sliding_window_logits
 from mmsam.errors import CheckpointError, ConfigError
 from mmsam.losses import build_loss
-from mmsam.metrics import SegmentationMetrics
+from mmsam.metrics import BinarySegmentationMetrics, SegmentationMetrics
 
 MethodFactory = Callable[[int, Sequence[str]], nn.Module]
 
@@ -61,6 +61,14 @@ class SegmentationTask(pl.LightningModule):
             with 128 and tests with 32 (mfnet.md §4).
         modality_dropout: training only: each modality of each sample is marked absent with this
             probability (at least one stays present), so fusion learns to cope with sensor failure.
+        binary_metrics: binary tasks only (``num_classes`` 2: background 0, foreground 1): validate
+            and test also score the full-modality subset with ``BinarySegmentationMetrics``
+            (S-measure, mean E-measure, weighted F-measure, MAE, BER; per image averaged, on the
+            foreground probability of the same evaluation logits, sliding windows included) and log
+            ``{val,test}/Smeasure``, ``/Emeasure``, ``/wFmeasure``, ``/MAE`` (fractions) and ``/BER``
+            (percent), printed under the per-class table. Monitor ``val/Smeasure`` (max) or
+            ``val/BER`` (min) for the official Conv-LoRA model selection on polyp / camouflage /
+            SBU shadow (convlora.md §3). Costs CPU time per image (pysodmetrics). Default off.
     """
 
     def __init__(
@@ -92,6 +100,7 @@ class SegmentationTask(pl.LightningModule):
         eval_window_batch: int = 4,
         val_stride: int | None = None,
         modality_dropout: float = 0.0,
+        binary_metrics: bool = False,
     ) -> None:
         super().__init__()
         # modalities / class names come from the data module, whose hparams already hold them
@@ -104,6 +113,8 @@ class SegmentationTask(pl.LightningModule):
         self.loss_fn = None if loss == "none" else build_loss(loss, ignore_index=ignore_index, ohem_thresh=ohem_thresh)
         # auxiliary heads keep a segmentation loss even when the method supplies its own main loss
         self.aux_loss_fn = self.loss_fn or build_loss("ce", ignore_index=ignore_index)
+        if binary_metrics and num_classes != 2:
+            raise ConfigError(f"binary_metrics needs a binary task (num_classes=2: background, foreground), got num_classes={num_classes}")
         if not 0.0 <= modality_dropout < 1.0:
             raise ConfigError(f"modality_dropout must be in [0, 1), got {modality_dropout}")
         if optimizer not in ("adamw", "sgd"):
@@ -142,6 +153,10 @@ class SegmentationTask(pl.LightningModule):
                 for stage in ("val", "test")
                 for i in range(len(self.subsets))
             }
+        )
+        # binary scores of the full-modality subset (validate / test); absent unless asked for
+        self.binary_scores = (
+            nn.ModuleDict({stage: BinarySegmentationMetrics(ignore_index=ignore_index) for stage in ("val", "test")}) if binary_metrics else None
         )
 
     # ---- forward -----------------------------------------------------------------------
@@ -184,6 +199,8 @@ class SegmentationTask(pl.LightningModule):
         for i, subset in enumerate(self._active_subsets()):
             logits = self.eval_logits(_restrict(batch, subset), stride=self.val_stride if stage == "val" else None)
             self.metrics[f"{stage}_{i}"].update(logits, batch["label"])
+            if i == 0 and self.binary_scores is not None:
+                self.binary_scores[stage].update(logits, batch["label"])
 
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
         self._eval_step("val", batch)
@@ -259,10 +276,27 @@ class SegmentationTask(pl.LightningModule):
             for key in ("mIoU", "OA", "mAcc", "mF1"):
                 self.log(f"{stage}/{key}{suffix}", scores[key] * 100, prog_bar=(key == "mIoU" and i == 0), sync_dist=False)
             rows.append((subset, scores))
+            binary = self._log_binary(stage) if i == 0 else None
             if i == 0 and not self.trainer.sanity_checking and self.trainer.state.fn != "fit":  # validate/test only
                 _print(format_table(stage, subset, scores, self.class_names, mean_over=self.mean_over))
+                if binary is not None:
+                    _print(format_binary(binary))
         if len(rows) > 1 and not self.trainer.sanity_checking and self.trainer.state.fn != "fit":
             _print(format_subset_table(stage, rows, self.modalities))
+
+    def _log_binary(self, stage: str) -> dict[str, torch.Tensor] | None:
+        """Log (and reset) the binary scores of ``stage``; ``None`` when off or nothing was scored."""
+        if self.binary_scores is None:
+            return None
+        metric = self.binary_scores[stage]
+        if int(metric.count) == 0 and not self.trainer.sanity_checking:
+            metric.reset()
+            return None
+        scores = metric.compute()
+        metric.reset()
+        for key, value in scores.items():
+            self.log(f"{stage}/{key}", value, sync_dist=False)
+        return scores
 
 
 @rank_zero_only
@@ -319,6 +353,14 @@ def format_subset_table(stage: str, rows: list[tuple[Sequence[str], dict[str, to
         marks = "  ".join(f"{'x' if m in subset else '-':^{width}}" for m in modalities)
         lines.append(f"{marks}  {100 * float(scores['mIoU']):6.2f}  {100 * float(scores['OA']):6.2f}  {100 * float(scores['mF1']):6.2f}")
     return "\n".join(lines)
+
+
+def format_binary(scores: dict[str, torch.Tensor]) -> str:
+    """One line of binary scores (``BinarySegmentationMetrics``): S, E, wF and MAE as fractions, BER in percent."""
+    return (
+        f"S-measure {float(scores['Smeasure']):.4f}   mean E-measure {float(scores['Emeasure']):.4f}"
+        f"   wF-measure {float(scores['wFmeasure']):.4f}   MAE {float(scores['MAE']):.4f}   BER {float(scores['BER']):.2f}"
+    )
 
 
 def format_table(

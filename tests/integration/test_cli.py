@@ -183,3 +183,15 @@ def test_data_synth_and_check_report_missing_files(tmp_path, capsys):
     assert main(["data", "check", "--dataset", "muses", "--root", str(root)]) == 1
     assert victim.name in capsys.readouterr().out
     assert main(["data", "check", "--dataset", "nope", "--root", str(root)]) == 2
+
+
+def test_own_checkpoint_callback_without_dirpath_saves_under_the_run(tiny_root, make_config, tmp_path):
+    """A config's ModelCheckpoint (another monitor) replaces the default one and, without a dirpath,
+    saves where the default would: <default_root_dir>/checkpoints."""
+    callback = {"class_path": "lightning.pytorch.callbacks.ModelCheckpoint",
+                "init_args": {"monitor": "val/OA", "mode": "max", "filename": "best-oa", "save_last": True}}
+    cfg = make_config(tmp_path / "c.yaml", tiny_root, tmp_path / "run", trainer__callbacks=[callback],
+                      test_after_fit=False)
+    assert main(["fit", "--config", str(cfg)]) == 0
+    names = sorted(p.name for p in (tmp_path / "run" / "checkpoints").iterdir())
+    assert names == ["best-oa.ckpt", "last.ckpt"]
