@@ -66,8 +66,6 @@ class MultiModalDataset(Dataset):
     reference_role: str = "the label"
     #: ``files`` key -> its name in messages (other keys: "modality '<key>'").
     file_roles: dict[str, str] = {"label": "label"}
-    #: ``files`` keys that are never checked (listed for ``mmsam data check`` only).
-    unchecked: tuple[str, ...] = ()
     #: Modalities whose size may differ from the reference (the loader resizes them).
     resizable: tuple[str, ...] = ()
     #: Goes before the size in size-mismatch messages (e.g. "image is ").
@@ -138,8 +136,7 @@ class MultiModalDataset(Dataset):
 
     def _needed(self, s: Any) -> list[str]:
         """The ``files`` keys of ``s`` to check (besides the reference), in order."""
-        return [k for k in s.files if k != self.reference_key and k not in self.missing
-                and k not in self.unchecked]
+        return [k for k in s.files if k != self.reference_key and k not in self.missing]
 
     def _reference_hw(self, s: Any) -> tuple[int, int]:
         """(H, W) of the reference file of ``s`` (DataError if it is missing)."""
