@@ -17,17 +17,15 @@ Labels: 0 background, 1 foreground. A mask of another size than its image is res
 from __future__ import annotations
 
 import csv
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence, Union
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset
 
-from mmsam.data.datasets.common import assemble_item
-from mmsam.data.modalities import get_modality, image_size, read_image, validate_modalities
-from mmsam.data.transforms import IGNORE_INDEX, resize_nearest
+from mmsam.data.datasets.base import ImageMaskSample, SingleImageDataset
+from mmsam.data.modalities import read_image
+from mmsam.data.transforms import resize_nearest
 from mmsam.errors import ConfigError, DataError
 
 BINARY_CLASSES: tuple[str, ...] = ("background", "foreground")
@@ -37,17 +35,9 @@ BINARY_SPLITS = ("train", "val", "test")
 BINARY_TASKS = ("polyp", "leaf_disease_segmentation", "camo_sem_seg", "isic2017", "road_segmentation", "SBU-shadow")
 
 
-@dataclass(frozen=True)
-class BinarySample:
-    id: str       # image path relative to the root, without suffix
-    case: str     # the CSV's subset: "Kvasir" for test_Kvasir.csv, else the split name
-    image: Path
-    label: Path
-
-    @property
-    def files(self) -> dict[str, Path]:
-        """Modality name (+ "label") -> path, as ``mmsam data check`` reads samples."""
-        return {"rgb": self.image, "label": self.label}
+class BinarySample(ImageMaskSample):
+    """id: image path relative to the root, without suffix; case: the CSV's subset
+    ("Kvasir" for test_Kvasir.csv, else the split name)."""
 
 
 def decode_mask(raw: np.ndarray, path: Union[str, Path] = "<mask>") -> np.ndarray:
@@ -85,7 +75,7 @@ def _csv_dir(root: Path) -> Path:
     raise DataError(f"{root}: no split CSVs (train.csv, val.csv, test.csv or test_<subset>.csv) here or in {nested}")
 
 
-class BinaryFolderDataset(Dataset):
+class BinaryFolderDataset(SingleImageDataset):
     """One Conv-LoRA binary task from its CSV lists; items follow ``docs/contracts.md``.
 
     Args:
@@ -99,9 +89,12 @@ class BinaryFolderDataset(Dataset):
         missing: must be empty (the one modality cannot be missing).
     """
 
+    name = "binary folder sets"
+    has = "have"
+    splits = BINARY_SPLITS
+    unknown_split = "unknown split {split!r}; valid: {valid}"
     classes = BINARY_CLASSES
     palette = BINARY_PALETTE
-    ignore_index = IGNORE_INDEX
     resizable = ("rgb",)  # image and mask may differ in size (the mask is resized to the image)
 
     def __init__(
@@ -115,26 +108,13 @@ class BinaryFolderDataset(Dataset):
         check: bool = True,
         missing: Sequence[str] = (),
     ) -> None:
-        super().__init__()
-        if split not in BINARY_SPLITS:
-            raise ConfigError(f"unknown split {split!r}; valid: {', '.join(BINARY_SPLITS)}")
-        self.modalities = validate_modalities(modalities)
-        if self.modalities != ("rgb",):
-            raise ConfigError(f"binary folder sets have one modality, rgb; got {list(self.modalities)}")
-        if conditions:
-            raise ConfigError(f"binary folder sets have no conditions; got conditions={list(conditions)}")
-        if missing:
-            raise ConfigError(f"the only modality (rgb) cannot be missing; got missing={list(missing)}")
-        self.spec = get_modality("rgb")
-        self.specs = {"rgb": self.spec}
-        self.root = Path(root)
-        self.split = split
-        self.transform = transform
-        self.samples = self._index(None if cases is None else ([cases] if isinstance(cases, str) else list(cases)))
-        if check:
-            self.check()
+        super().__init__(root, split, modalities, conditions, cases, transform, check, missing)
 
-    def _index(self, cases: Optional[list[str]]) -> list[BinarySample]:
+    def _check_cases(self, cases: Optional[Sequence[str]]) -> Optional[list[str]]:
+        # the valid names are the CSVs' subsets: checked by _index
+        return None if cases is None else ([cases] if isinstance(cases, str) else list(cases))
+
+    def _index(self) -> list[BinarySample]:
         folder = _csv_dir(self.root)
         files = [folder / f"{self.split}.csv"]
         if self.split == "test" and not files[0].is_file():
@@ -146,6 +126,7 @@ class BinaryFolderDataset(Dataset):
         for f in files:
             case = f.stem[len("test_"):] if f.stem.startswith("test_") else self.split
             samples += self._read_csv(f, folder, case)
+        cases = self.cases
         if cases is not None:
             known = sorted({s.case for s in samples})
             unknown = [c for c in cases if c not in known]
@@ -170,26 +151,13 @@ class BinaryFolderDataset(Dataset):
                 out.append(BinarySample(str(rel.with_suffix("")), case, image, label))
         return out
 
-    def check(self) -> None:
-        """Every listed image and mask exists and has a readable header; DataError naming the first that does not."""
-        for s in self.samples:
-            for what, p in (("image", s.image), ("mask", s.label)):
-                if not p.is_file():
-                    raise DataError(f"{p}: missing {what} of sample {s.id}")
-                image_size(p)
-
-    def __len__(self) -> int:
-        return len(self.samples)
-
     def __getitem__(self, index: int) -> dict[str, Any]:
         s = self.samples[index]
         image = self.spec.load(s.image)
         label = torch.from_numpy(read_label(s.label))
         if tuple(label.shape) != tuple(image.shape[-2:]):
             label = resize_nearest(label, tuple(image.shape[-2:]))
-        meta = {"id": s.id, "condition": "", "case": s.case}
-        return assemble_item({"rgb": image}, label, self.modalities, (), self.specs,
-                             self.transform, meta)
+        return self._item({"rgb": image}, label, s.id, "", s.case)
 
-    def __repr__(self) -> str:
-        return f"BinaryFolderDataset(root={str(self.root)!r}, split={self.split!r}, n={len(self)})"
+    def _repr_fields(self) -> dict[str, Any]:
+        return {"root": str(self.root), "split": self.split}

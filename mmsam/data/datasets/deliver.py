@@ -13,19 +13,11 @@ from typing import Any, Callable, Optional, Sequence, Union
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset
 
-from mmsam.data.datasets.common import (
-    assemble_item,
-    check_file,
-    check_modalities,
-    check_names,
-    read_id_image,
-    specs_for,
-)
-from mmsam.data.modalities import image_size
+from mmsam.data.datasets.base import MultiModalDataset
+from mmsam.data.datasets.common import read_id_image
 from mmsam.data.transforms import IGNORE_INDEX, resize_nearest
-from mmsam.errors import ConfigError, DataError
+from mmsam.errors import DataError
 
 DELIVER_CLASSES: tuple[str, ...] = (
     "Building", "Fence", "Other", "Pedestrian", "Pole", "RoadLine", "Road", "SideWalk",
@@ -88,7 +80,7 @@ def read_label(path: Union[str, Path]) -> np.ndarray:
     return decode_label(read_id_image(p, first_channel=True), p)
 
 
-class DeliverDataset(Dataset):
+class DeliverDataset(MultiModalDataset):
     """DELIVER in its official layout; items follow ``docs/contracts.md``.
 
     Args:
@@ -103,9 +95,18 @@ class DeliverDataset(Dataset):
         missing: modalities replaced by zeros with ``present`` False (not read at all).
     """
 
+    name = "DELIVER"
+    splits = DELIVER_SPLITS
+    provided_modalities = tuple(DELIVER_FOLDERS)
+    condition_names = DELIVER_CONDITIONS
+    case_names = DELIVER_CASES
     classes = DELIVER_CLASSES
     palette = DELIVER_PALETTE
-    ignore_index = IGNORE_INDEX
+    # every file is a .png, so check_file's header read is image_size's
+    reference_key = "rgb_ref"
+    reference_role = "the RGB image"
+    resizable = RESIZABLE
+    size_prefix = "image is "
 
     def __init__(
         self,
@@ -118,21 +119,7 @@ class DeliverDataset(Dataset):
         check: bool = True,
         missing: Sequence[str] = (),
     ) -> None:
-        super().__init__()
-        if split not in DELIVER_SPLITS:
-            raise ConfigError(f"unknown DELIVER split {split!r}; "
-                              f"valid: {', '.join(DELIVER_SPLITS)}")
-        self.modalities, self.missing = check_modalities(
-            "DELIVER", modalities, tuple(DELIVER_FOLDERS), missing)
-        self.specs = specs_for(self.modalities)
-        self.root = Path(root)
-        self.split = split
-        self.conditions = check_names(conditions, DELIVER_CONDITIONS, "DELIVER conditions")
-        self.cases = check_names(cases, DELIVER_CASES, "DELIVER cases")
-        self.transform = transform
-        self.samples = self._index()
-        if check:
-            self.check()
+        super().__init__(root, split, modalities, conditions, cases, transform, check, missing)
 
     # -- indexing ---------------------------------------------------------------------------
     def _index(self) -> list[DeliverSample]:
@@ -173,45 +160,16 @@ class DeliverDataset(Dataset):
         case = next((c for c in DELIVER_FAILURES if c in scene), "normal")
         return DeliverSample(f"{condition}/{split}/{scene}/{frame}", condition, case, files)
 
-    # -- validation -------------------------------------------------------------------------
-    def _needed(self, s: DeliverSample) -> list[str]:
-        return [m for m in self.modalities if m not in self.missing] + ["label"]
-
-    def _check_sample(self, s: DeliverSample) -> None:
-        expected = image_size(s.files["rgb_ref"])
-        for key in self._needed(s):
-            # every file here is a .png, so check_file's header read is image_size's
-            what = "label" if key == "label" else f"modality {key!r}"
-            check_file(s.files[key], what, s.id, expected,
-                       f"the RGB image {s.files['rgb_ref'].name}",
-                       match_size=key not in RESIZABLE, size_prefix="image is ")
-
-    def check(self) -> None:
-        """Validate every sample's files (existence and header size); DataError on the first."""
-        for s in self.samples:
-            self._check_sample(s)
-
     # -- reading ----------------------------------------------------------------------------
-    def __len__(self) -> int:
-        return len(self.samples)
-
     def __getitem__(self, index: int) -> dict[str, Any]:
         s = self.samples[index]
         self._check_sample(s)
         label = torch.from_numpy(read_label(s.files["label"]))
         hw = tuple(label.shape)
         images = {}
-        for m in self.modalities:
-            if m in self.missing:
-                continue
+        for m in self._to_read:
             img = self.specs[m].load(s.files[m])
             if tuple(img.shape[-2:]) != hw:  # only RESIZABLE modalities get here
                 img = resize_nearest(img, hw)
             images[m] = img
-        meta = {"id": s.id, "condition": s.condition, "case": s.case}
-        return assemble_item(images, label, self.modalities, self.missing, self.specs,
-                             self.transform, meta)
-
-    def __repr__(self) -> str:
-        return (f"DeliverDataset(root={str(self.root)!r}, split={self.split!r}, "
-                f"modalities={list(self.modalities)}, n={len(self)})")
+        return self._item(images, label, s.id, s.condition, s.case)

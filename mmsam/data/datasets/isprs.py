@@ -39,15 +39,8 @@ from typing import Any, Callable, Optional, Sequence, Union
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset
 
-from mmsam.data.datasets.common import (
-    assemble_item,
-    check_file,
-    check_modalities,
-    file_hw,
-    specs_for,
-)
+from mmsam.data.datasets.base import MultiModalDataset
 from mmsam.data.modalities import minmax_normalise, read_elevation, read_raster, to_three_channels
 from mmsam.data.transforms import IGNORE_INDEX
 from mmsam.errors import ConfigError, DataError
@@ -154,7 +147,7 @@ class _Tile:
     label: np.ndarray  # HxW uint8
 
 
-class ISPRSDataset(Dataset):
+class ISPRSDataset(MultiModalDataset):
     """Shared loader of the ISPRS 2D labelling tiles; subclasses name the files.
 
     Args:
@@ -173,16 +166,15 @@ class ISPRSDataset(Dataset):
             its tile before the float conversion (None: the whole tile).
     """
 
+    name = "ISPRS"
+    splits = ISPRS_SPLITS
+    unknown_split = MultiModalDataset.unknown_split + " (val = the test tiles)"
     classes = ISPRS_CLASSES
     palette = ISPRS_PALETTE
-    ignore_index = IGNORE_INDEX
     #: The image folders also hold tiles outside the split lists (``mmsam data check``).
     partial_folders = True
-    name = "ISPRS"
     folder = ""                                    # the package folder under a parent root
-    provided: tuple[str, ...] = ()
     default_modalities: tuple[str, ...] = ()
-    spec_names: dict[str, str] = {}
     tiles: dict[str, dict[str, tuple[str, ...]]] = {}
 
     def __init__(
@@ -200,36 +192,18 @@ class ISPRSDataset(Dataset):
         cache_tiles: bool = True,
         train_window: Optional[int] = None,
     ) -> None:
-        super().__init__()
-        if split not in ISPRS_SPLITS:
-            raise ConfigError(f"unknown {self.name} split {split!r}; valid: "
-                              f"{', '.join(ISPRS_SPLITS)} (val = the test tiles)")
         if split_scheme not in SPLIT_SCHEMES:
             raise ConfigError(f"unknown split_scheme {split_scheme!r}; valid: "
                               f"{', '.join(SPLIT_SCHEMES)}")
-        if conditions:
-            raise ConfigError(f"{self.name} has no conditions; got conditions={list(conditions)}")
-        if cases and set([cases] if isinstance(cases, str) else cases) != {"normal"}:
-            raise ConfigError(f"{self.name} has no sensor-failure cases; got cases={cases}")
         if train_window is not None and (not isinstance(train_window, int) or train_window < 1):
             raise ConfigError(f"train_window must be a positive int or None, got {train_window!r}")
-        self.modalities, self.missing = check_modalities(
-            self.name, self.default_modalities if modalities is None else modalities,
-            self.provided, missing)
-        self.specs = specs_for(self.modalities, self.spec_names)
-        self.root = self.resolve_root(root)
-        self.split = split
         self.split_scheme = split_scheme
         self.eroded = eroded_test_labels and split != "train"
         self.window = train_window if split == "train" else None
         self.cache_tiles = cache_tiles and split == "train"
-        self.transform = transform
         self._cache: dict[int, _Tile] = {}
-        tile_split = "train" if split == "train" else "test"
-        self.tile_ids = self.tiles[split_scheme][tile_split]
-        self.samples = [self.sample(t) for t in self.tile_ids]
-        if check:
-            self.check()
+        super().__init__(root, split, self.default_modalities if modalities is None else modalities,
+                         conditions, cases, transform, check, missing)
 
     # -- layout (subclasses) ----------------------------------------------------------------
     @classmethod
@@ -243,34 +217,19 @@ class ISPRSDataset(Dataset):
     def _looks_like(cls, root: Path) -> bool:
         raise NotImplementedError
 
+    def _index(self) -> list[TileSample]:
+        self.tile_ids = self.tiles[self.split_scheme]["train" if self.split == "train" else "test"]
+        return [self.sample(t) for t in self.tile_ids]
+
     def sample(self, tile: str) -> TileSample:
         """The file paths of tile ``tile`` (its modalities and the split's label)."""
         raise NotImplementedError
-
-    # -- validation -------------------------------------------------------------------------
-    def _check_sample(self, s: TileSample) -> tuple[int, int]:
-        label = s.files["label"]
-        if not label.is_file():
-            raise DataError(f"{label}: missing file for label of sample {s.id}")
-        expected = file_hw(label)
-        for m in self.modalities:
-            if m not in self.missing:
-                check_file(s.files[m], f"modality {m!r}", s.id, expected,
-                           f"the label {label.name}")
-        return expected
-
-    def check(self) -> None:
-        """Validate every tile's files (existence and header size); DataError on the first."""
-        for s in self.samples:
-            self._check_sample(s)
 
     # -- reading ----------------------------------------------------------------------------
     def _read_tile(self, s: TileSample) -> _Tile:
         label = colours_to_ids(read_raster(s.files["label"]), s.files["label"])
         arrays, ranges = {}, {}
-        for m in self.modalities:
-            if m in self.missing:
-                continue
+        for m in self._to_read:
             path = s.files[m]
             if m in ELEVATION:
                 arr = read_elevation(path, as_float=False)[:, :, 0]
@@ -304,9 +263,6 @@ class ISPRSDataset(Dataset):
         left = int(torch.randint(0, w - ww + 1, ()).item())
         return slice(top, top + wh), slice(left, left + ww)
 
-    def __len__(self) -> int:
-        return len(self.samples)
-
     def __getitem__(self, index: int) -> dict[str, Any]:
         tile = self._tile(index)
         rows, cols = self._window(*tile.label.shape)
@@ -321,14 +277,11 @@ class ISPRSDataset(Dataset):
                 three = to_three_channels(part)
                 images[m] = torch.from_numpy(np.ascontiguousarray(three.transpose(2, 0, 1)))
         label = torch.from_numpy(tile.label[rows, cols].astype(np.int64))
-        meta = {"id": self.samples[index].id, "condition": "all", "case": "normal"}
-        return assemble_item(images, label, self.modalities, self.missing, self.specs,
-                             self.transform, meta)
+        return self._item(images, label, self.samples[index].id)
 
-    def __repr__(self) -> str:
-        return (f"{type(self).__name__}(root={str(self.root)!r}, split={self.split!r}, "
-                f"scheme={self.split_scheme!r}, modalities={list(self.modalities)}, "
-                f"n={len(self)})")
+    def _repr_fields(self) -> dict[str, Any]:
+        return {"root": str(self.root), "split": self.split, "scheme": self.split_scheme,
+                "modalities": list(self.modalities)}
 
 
 class VaihingenDataset(ISPRSDataset):
@@ -336,7 +289,7 @@ class VaihingenDataset(ISPRSDataset):
 
     name = "Vaihingen"
     folder = "Vaihingen"
-    provided = ("irrg", "dsm")
+    provided_modalities = ("irrg", "dsm")
     default_modalities = ("irrg", "dsm")
     tiles = VAIHINGEN_TILES
 
@@ -373,7 +326,7 @@ class PotsdamDataset(ISPRSDataset):
 
     name = "Potsdam"
     folder = "Potsdam"
-    provided = ("rgb", "irrg", "dsm")
+    provided_modalities = ("rgb", "irrg", "dsm")
     spec_names = {"rgb": "ortho_rgb"}
     tiles = POTSDAM_TILES
     default_modalities = ("rgb", "dsm")

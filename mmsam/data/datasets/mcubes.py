@@ -20,18 +20,9 @@ from typing import Any, Callable, Optional, Sequence, Union
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset
 
-from mmsam.data.datasets.common import (
-    assemble_item,
-    check_file,
-    check_label_ids,
-    check_modalities,
-    file_hw,
-    read_id_image,
-    specs_for,
-)
-from mmsam.data.transforms import IGNORE_INDEX
+from mmsam.data.datasets.base import MultiModalDataset
+from mmsam.data.datasets.common import check_label_ids, read_id_image
 from mmsam.errors import ConfigError, DataError
 
 MCUBES_CLASSES: tuple[str, ...] = (
@@ -97,7 +88,7 @@ def read_label(path: Union[str, Path]) -> np.ndarray:
     return check_label_ids(read_id_image(path), NUM_CLASSES, path)
 
 
-class MCubeSDataset(Dataset):
+class MCubeSDataset(MultiModalDataset):
     """MCubeS in its own layout; items follow ``docs/contracts.md``.
 
     Args:
@@ -112,9 +103,15 @@ class MCubeSDataset(Dataset):
         left_offset: columns dropped on the left of every array (192 as the reference).
     """
 
+    name = "MCubeS"
+    splits = MCUBES_SPLITS
+    unknown_split = (MultiModalDataset.unknown_split
+                     + " (the reference's evaluation split is 'test')")
+    provided_modalities = tuple(MCUBES_FOLDERS)
     classes = MCUBES_CLASSES
     palette = MCUBES_PALETTE
-    ignore_index = IGNORE_INDEX
+    file_roles = {"label": "label", "aolp_cos": "AoLP cosine"}
+    resolve_root = staticmethod(resolve_root)
 
     def __init__(
         self,
@@ -128,26 +125,10 @@ class MCubeSDataset(Dataset):
         missing: Sequence[str] = (),
         left_offset: int = LEFT_OFFSET,
     ) -> None:
-        super().__init__()
-        if split not in MCUBES_SPLITS:
-            raise ConfigError(f"unknown MCubeS split {split!r}; valid: {', '.join(MCUBES_SPLITS)}"
-                              f" (the reference's evaluation split is 'test')")
-        if conditions:
-            raise ConfigError(f"MCubeS has no conditions; got conditions={list(conditions)}")
-        if cases and set([cases] if isinstance(cases, str) else cases) != {"normal"}:
-            raise ConfigError(f"MCubeS has no sensor-failure cases; got cases={cases}")
         if not isinstance(left_offset, int) or left_offset < 0:
             raise ConfigError(f"left_offset must be an int >= 0, got {left_offset!r}")
-        self.modalities, self.missing = check_modalities(
-            "MCubeS", modalities, tuple(MCUBES_FOLDERS), missing)
-        self.specs = specs_for(self.modalities)
-        self.root = resolve_root(root)
-        self.split = split
         self.left_offset = left_offset
-        self.transform = transform
-        self.samples = self._index()
-        if check:
-            self.check()
+        super().__init__(root, split, modalities, conditions, cases, transform, check, missing)
 
     # -- indexing ---------------------------------------------------------------------------
     def _index(self) -> list[MCubeSSample]:
@@ -172,55 +153,30 @@ class MCubeSDataset(Dataset):
         return MCubeSSample(stem, files)
 
     # -- validation -------------------------------------------------------------------------
-    def _needed(self) -> list[str]:
-        keys = [m for m in self.modalities if m not in self.missing]
+    def _needed(self, s: MCubeSSample) -> list[str]:
+        keys = self._to_read
         if "aolp" in keys:
             keys.append("aolp_cos")
         return keys
 
-    def _check_sample(self, s: MCubeSSample) -> tuple[int, int]:
-        label = s.files["label"]
-        if not label.is_file():
-            raise DataError(f"{label}: missing file for label of sample {s.id}")
-        expected = file_hw(label)
+    def _reference_hw(self, s: MCubeSSample) -> tuple[int, int]:
+        expected = super()._reference_hw(s)
         if expected[1] <= self.left_offset:
-            raise DataError(f"{label}: only {expected[1]} columns wide; the loader drops the "
-                            f"left {self.left_offset} (MCubeS images are 1224 wide)")
-        for key in self._needed():
-            what = "AoLP cosine" if key == "aolp_cos" else f"modality {key!r}"
-            check_file(s.files[key], what, s.id, expected, f"the label {label.name}")
+            raise DataError(f"{s.files['label']}: only {expected[1]} columns wide; the loader "
+                            f"drops the left {self.left_offset} (MCubeS images are 1224 wide)")
         return expected
 
-    def check(self) -> None:
-        """Validate every sample's files (existence and header size); DataError on the first."""
-        for s in self.samples:
-            self._check_sample(s)
-
     # -- reading ----------------------------------------------------------------------------
-    def __len__(self) -> int:
-        return len(self.samples)
-
     def __getitem__(self, index: int) -> dict[str, Any]:
         s = self.samples[index]
         self._check_sample(s)
         left = self.left_offset
         label = torch.from_numpy(read_label(s.files["label"])[:, left:].copy())
         images = {}
-        for m in self.modalities:
-            if m in self.missing:
-                continue
+        for m in self._to_read:
             img = self.specs[m].load(s.files[m])[:, :, left:].contiguous()
-            if img.shape[-2:] != label.shape:  # the header said otherwise (e.g. check=False)
-                raise DataError(f"{s.files[m]}: decoded to {tuple(img.shape[-2:])} after the crop "
-                                f"but the label gives {tuple(label.shape)}")
-            images[m] = img
-        meta = {"id": s.id, "condition": "all", "case": "normal"}
-        return assemble_item(images, label, self.modalities, self.missing, self.specs,
-                             self.transform, meta)
-
-    def __repr__(self) -> str:
-        return (f"MCubeSDataset(root={str(self.root)!r}, split={self.split!r}, "
-                f"modalities={list(self.modalities)}, n={len(self)})")
+            images[m] = self._match(s.files[m], img, label, " after the crop")
+        return self._item(images, label, s.id)
 
 
 def has_data(root: Union[str, Path]) -> bool:

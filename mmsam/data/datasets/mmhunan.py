@@ -21,20 +21,13 @@ from typing import Any, Callable, Optional, Sequence, Union
 import numpy as np
 import torch
 from PIL import Image
-from torch.utils.data import Dataset
 
-from mmsam.data.datasets.common import (
-    assemble_item,
-    check_file,
-    check_label_ids,
-    check_modalities,
-    file_hw,
-    specs_for,
-)
+from mmsam.data.datasets.base import MultiModalDataset
+from mmsam.data.datasets.common import check_label_ids
 from mmsam.data.datasets.mmhunan_splits import MMHUNAN_TEST_IDS, MMHUNAN_TRAIN_IDS
 from mmsam.data.modalities import read_raster
 from mmsam.data.transforms import IGNORE_INDEX
-from mmsam.errors import ConfigError, DataError
+from mmsam.errors import DataError
 
 MMHUNAN_CLASSES: tuple[str, ...] = (
     "cropland", "forest", "grassland", "wetland", "water", "unused_land", "built_up",
@@ -102,7 +95,7 @@ def resolve_root(root: Union[str, Path]) -> Path:
     return root
 
 
-class MMHunanDataset(Dataset):
+class MMHunanDataset(MultiModalDataset):
     """MMHunan in MFNet's layout; items follow ``docs/contracts.md``.
 
     Args:
@@ -116,9 +109,14 @@ class MMHunanDataset(Dataset):
         missing: modalities replaced by zeros with ``present`` False (not read at all).
     """
 
+    name = "MMHunan"
+    splits = MMHUNAN_SPLITS
+    unknown_split = MultiModalDataset.unknown_split + " (val = the test tiles)"
+    provided_modalities = tuple(MMHUNAN_FOLDERS)
+    spec_names = SPEC_NAMES
     classes = MMHUNAN_CLASSES
     palette = MMHUNAN_PALETTE
-    ignore_index = IGNORE_INDEX
+    resolve_root = staticmethod(resolve_root)
 
     def __init__(
         self,
@@ -131,24 +129,10 @@ class MMHunanDataset(Dataset):
         check: bool = True,
         missing: Sequence[str] = (),
     ) -> None:
-        super().__init__()
-        if split not in MMHUNAN_SPLITS:
-            raise ConfigError(f"unknown MMHunan split {split!r}; valid: "
-                              f"{', '.join(MMHUNAN_SPLITS)} (val = the test tiles)")
-        if conditions:
-            raise ConfigError(f"MMHunan has no conditions; got conditions={list(conditions)}")
-        if cases and set([cases] if isinstance(cases, str) else cases) != {"normal"}:
-            raise ConfigError(f"MMHunan has no sensor-failure cases; got cases={cases}")
-        self.modalities, self.missing = check_modalities(
-            "MMHunan", modalities, tuple(MMHUNAN_FOLDERS), missing)
-        self.specs = specs_for(self.modalities, SPEC_NAMES)
-        self.root = resolve_root(root)
-        self.split = split
-        self.transform = transform
-        ids = MMHUNAN_IDS["train" if split == "train" else "test"]
-        self.samples = [self.sample(i) for i in ids]
-        if check:
-            self.check()
+        super().__init__(root, split, modalities, conditions, cases, transform, check, missing)
+
+    def _index(self) -> list[HunanSample]:
+        return [self.sample(i) for i in MMHUNAN_IDS["train" if self.split == "train" else "test"]]
 
     def sample(self, tile: str) -> HunanSample:
         """The file paths of tile ``tile``."""
@@ -157,45 +141,13 @@ class MMHunanDataset(Dataset):
         files["label"] = self.root / LABEL_FOLDER[0] / f"{tile}{LABEL_FOLDER[1]}"
         return HunanSample(tile, files)
 
-    def _check_sample(self, s: HunanSample) -> tuple[int, int]:
-        label = s.files["label"]
-        if not label.is_file():
-            raise DataError(f"{label}: missing file for label of sample {s.id}")
-        expected = file_hw(label)
-        for m in self.modalities:
-            if m not in self.missing:
-                check_file(s.files[m], f"modality {m!r}", s.id, expected,
-                           f"the label {label.name}")
-        return expected
-
-    def check(self) -> None:
-        """Validate every tile's files (existence and header size); DataError on the first."""
-        for s in self.samples:
-            self._check_sample(s)
-
-    def __len__(self) -> int:
-        return len(self.samples)
-
     def __getitem__(self, index: int) -> dict[str, Any]:
         s = self.samples[index]
         self._check_sample(s)
         label = torch.from_numpy(read_label(s.files["label"]))
-        images = {}
-        for m in self.modalities:
-            if m in self.missing:
-                continue
-            img = self.specs[m].load(s.files[m])
-            if img.shape[-2:] != label.shape:
-                raise DataError(f"{s.files[m]}: decoded to {tuple(img.shape[-2:])} but the "
-                                f"label gives {tuple(label.shape)}")
-            images[m] = img
-        meta = {"id": s.id, "condition": "all", "case": "normal"}
-        return assemble_item(images, label, self.modalities, self.missing, self.specs,
-                             self.transform, meta)
-
-    def __repr__(self) -> str:
-        return (f"MMHunanDataset(root={str(self.root)!r}, split={self.split!r}, "
-                f"modalities={list(self.modalities)}, n={len(self)})")
+        images = {m: self._match(s.files[m], self.specs[m].load(s.files[m]), label)
+                  for m in self._to_read}
+        return self._item(images, label, s.id)
 
 
 def has_data(root: Union[str, Path]) -> bool:

@@ -26,18 +26,9 @@ from typing import Any, Callable, Optional, Sequence, Union
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset
 
-from mmsam.data.datasets.common import (
-    assemble_item,
-    check_file,
-    check_label_ids,
-    check_modalities,
-    check_names,
-    file_hw,
-    read_id_image,
-    specs_for,
-)
+from mmsam.data.datasets.base import MultiModalDataset
+from mmsam.data.datasets.common import check_label_ids, read_id_image
 from mmsam.data.transforms import IGNORE_INDEX
 from mmsam.errors import ConfigError, DataError
 
@@ -115,7 +106,7 @@ def _keep(s: MusesSample, conditions: tuple[str, ...]) -> bool:
     return (not weathers or s.weather in weathers) and (not times or s.time_of_day in times)
 
 
-class MusesDataset(Dataset):
+class MusesDataset(MultiModalDataset):
     """MUSES; items follow ``docs/contracts.md`` (meta condition = ``<weather>_<tod>``).
 
     Args:
@@ -134,9 +125,16 @@ class MusesDataset(Dataset):
         label_root: the ``gt_semantic`` folder (default: see :func:`default_label_root`).
     """
 
+    name = "MUSES"
+    splits = MUSES_SPLITS
+    provided_modalities = tuple(MUSES_FOLDERS)
+    condition_names = MUSES_CONDITIONS
+    cases_note = " (filter with conditions)"
     classes = MUSES_CLASSES
     palette = MUSES_PALETTE
-    ignore_index = IGNORE_INDEX
+    reference_key = "camera"
+    reference_role = "the frame camera image"
+    repr_name = "MusesDataset"  # MusesSDKDataset too (its layout field tells them apart)
 
     def __init__(
         self,
@@ -151,28 +149,15 @@ class MusesDataset(Dataset):
         layout: str = "multimodal",
         label_root: Optional[Union[str, Path]] = None,
     ) -> None:
-        super().__init__()
-        if split not in MUSES_SPLITS:
-            raise ConfigError(f"unknown MUSES split {split!r}; valid: {', '.join(MUSES_SPLITS)}")
         if layout not in MUSES_LAYOUTS:
             raise ConfigError(f"unknown MUSES layout {layout!r}; valid: {', '.join(MUSES_LAYOUTS)}")
-        if cases and set([cases] if isinstance(cases, str) else cases) != {"normal"}:
-            raise ConfigError(f"MUSES has no sensor-failure cases (filter with conditions); "
-                              f"got cases={cases}")
-        self.modalities, self.missing = check_modalities(
-            "MUSES", modalities, tuple(MUSES_FOLDERS), missing)
         self.layout = layout
-        self.specs = specs_for(self.modalities, SDK_SPECS if layout == "sdk" else None)
-        self.root = Path(root)
-        self.split = split
-        self.conditions = check_names(conditions, MUSES_CONDITIONS, "MUSES conditions")
+        if layout == "sdk":
+            self.spec_names = SDK_SPECS
         self.label_root = Path(label_root) if label_root is not None else \
-            default_label_root(self.root)
+            default_label_root(root)
         self.labelled = split != "test" or (self.label_root / split).is_dir()
-        self.transform = transform
-        self.samples = self._index()
-        if check:
-            self.check()
+        super().__init__(root, split, modalities, conditions, cases, transform, check, missing)
 
     # -- indexing ---------------------------------------------------------------------------
     def _index(self) -> list[MusesSample]:
@@ -217,48 +202,26 @@ class MusesDataset(Dataset):
         return self.root / folder / rel / f"{stem}_{folder}.png"
 
     # -- validation -------------------------------------------------------------------------
-    def _check_sample(self, s: MusesSample) -> None:
-        ref = s.files["camera"]
-        expected = file_hw(ref)
-        keys = [m for m in self.modalities if m not in self.missing]
-        if self.labelled:
-            keys.append("label")
-        for key in keys:
-            what = "label" if key == "label" else f"modality {key!r}"
-            check_file(s.files[key], what, s.id, expected, f"the frame camera image {ref.name}")
-
-    def check(self) -> None:
-        """Validate every sample's files (existence and header size); DataError on the first."""
-        for s in self.samples:
-            self._check_sample(s)
+    def _needed(self, s: MusesSample) -> list[str]:
+        return [k for k in super()._needed(s) if self.labelled or k != "label"]
 
     # -- reading ----------------------------------------------------------------------------
-    def __len__(self) -> int:
-        return len(self.samples)
-
     def __getitem__(self, index: int) -> dict[str, Any]:
         s = self.samples[index]
         self._check_sample(s)
-        images = {}
-        for m in self.modalities:
-            if m not in self.missing:
-                images[m] = self.specs[m].load(s.files[m])
+        images = {m: self.specs[m].load(s.files[m]) for m in self._to_read}
         hw = tuple(next(iter(images.values())).shape[-2:])
         if self.labelled:
             label = torch.from_numpy(read_label(s.files["label"]))
         else:
             label = torch.full(hw, IGNORE_INDEX, dtype=torch.int64)
         for m, img in images.items():
-            if tuple(img.shape[-2:]) != tuple(label.shape):
-                raise DataError(f"{s.files[m]}: decoded to {tuple(img.shape[-2:])} but the label "
-                                f"gives {tuple(label.shape)}")
-        meta = {"id": s.id, "condition": s.condition, "case": "normal"}
-        return assemble_item(images, label, self.modalities, self.missing, self.specs,
-                             self.transform, meta)
+            self._match(s.files[m], img, label)
+        return self._item(images, label, s.id, s.condition)
 
-    def __repr__(self) -> str:
-        return (f"MusesDataset(root={str(self.root)!r}, split={self.split!r}, "
-                f"layout={self.layout!r}, modalities={list(self.modalities)}, n={len(self)})")
+    def _repr_fields(self) -> dict[str, Any]:
+        return {"root": str(self.root), "split": self.split, "layout": self.layout,
+                "modalities": list(self.modalities)}
 
 
 class MusesSDKDataset(MusesDataset):

@@ -22,17 +22,15 @@ data sets' own loaders read (TransLab ``segmentron/data/dataloader/trans10k.py``
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence, Union
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset
 
-from mmsam.data.datasets.common import assemble_item, check_label_ids, check_names, read_id_image
-from mmsam.data.modalities import get_modality, image_size, read_image, validate_modalities
-from mmsam.data.transforms import IGNORE_INDEX
+from mmsam.data.datasets.base import ImageMaskSample, SingleImageDataset
+from mmsam.data.datasets.common import check_label_ids, check_names, read_id_image
+from mmsam.data.modalities import read_image
 from mmsam.errors import ConfigError, DataError
 
 TRANS10K_V1_CLASSES: tuple[str, ...] = ("background", "things", "stuff")
@@ -51,17 +49,9 @@ _FOLDER = {"train": "train", "val": "validation", "test": "test"}
 _V1_MEANS = {0.0: 0, 85.0: 1, 255.0: 2}
 
 
-@dataclass(frozen=True)
-class Trans10KSample:
-    id: str       # "<split folder>[/<case>]/<image stem>"
-    case: str     # "easy" / "hard" (v1 validation and test), else ""
-    image: Path
-    label: Path
-
-    @property
-    def files(self) -> dict[str, Path]:
-        """Modality name (+ "label") -> path, as ``mmsam data check`` reads samples."""
-        return {"rgb": self.image, "label": self.label}
+class Trans10KSample(ImageMaskSample):
+    """id: ``<split folder>[/<case>]/<image stem>``; case: "easy" / "hard" (v1 validation and
+    test), else ""."""
 
 
 def decode_v1_mask(raw: np.ndarray, path: Union[str, Path] = "<mask>") -> np.ndarray:
@@ -82,7 +72,7 @@ def encode_v1_mask(ids: np.ndarray) -> np.ndarray:
     return np.asarray(TRANS10K_V1_PALETTE, dtype=np.uint8)[ids]
 
 
-class Trans10KDataset(Dataset):
+class Trans10KDataset(SingleImageDataset):
     """Trans10K-v1 or -v2 in the official layout; items follow ``docs/contracts.md``.
 
     Args:
@@ -97,7 +87,9 @@ class Trans10KDataset(Dataset):
         missing: must be empty.
     """
 
-    ignore_index = IGNORE_INDEX
+    name = "Trans10K"
+    splits = SPLITS
+    unknown_split = "unknown split {split!r}; valid: {valid}"
 
     def __init__(
         self,
@@ -111,33 +103,18 @@ class Trans10KDataset(Dataset):
         missing: Sequence[str] = (),
         version: int = 2,
     ) -> None:
-        super().__init__()
         if version not in (1, 2):
             raise ConfigError(f"Trans10K version must be 1 or 2, got {version}")
-        if split not in SPLITS:
-            raise ConfigError(f"unknown split {split!r}; valid: {', '.join(SPLITS)}")
-        self.modalities = validate_modalities(modalities)
-        if self.modalities != ("rgb",):
-            raise ConfigError(f"Trans10K has one modality, rgb; got {list(self.modalities)}")
-        if conditions:
-            raise ConfigError(f"Trans10K has no conditions; got conditions={list(conditions)}")
-        if missing:
-            raise ConfigError(f"the only modality (rgb) cannot be missing; got missing={list(missing)}")
         self.version = version
         self.classes = TRANS10K_V1_CLASSES if version == 1 else TRANS10K_V2_CLASSES
         self.palette = TRANS10K_V1_PALETTE if version == 1 else TRANS10K_V2_PALETTE
-        self.spec = get_modality("rgb")
-        self.specs = {"rgb": self.spec}
-        self.root = Path(root)
-        self.split = split
-        self.transform = transform
-        has_cases = version == 1 and split != "train"
-        self.cases = check_names(cases, ("easy", "hard") if has_cases else (), "cases") or (
+        super().__init__(root, split, modalities, conditions, cases, transform, check, missing)
+
+    def _check_cases(self, cases: Optional[Sequence[str]]) -> tuple[str, ...]:
+        has_cases = self.version == 1 and self.split != "train"
+        return check_names(cases, ("easy", "hard") if has_cases else (), "cases") or (
             ("easy", "hard") if has_cases else ("",)
         )
-        self.samples = self._index()
-        if check:
-            self.check()
 
     def _folders(self) -> list[tuple[str, Path, Path]]:
         base = self.root / _FOLDER[self.split]
@@ -156,21 +133,10 @@ class Trans10KDataset(Dataset):
             raise DataError(f"{self.root}: no .jpg images for split {self.split!r} in {[str(f[1]) for f in self._folders()]}")
         return samples
 
-    def check(self) -> None:
-        """Every image and mask exists with a readable header; DataError naming the first that does not."""
-        for s in self.samples:
-            for what, p in (("image", s.image), ("mask", s.label)):
-                if not p.is_file():
-                    raise DataError(f"{p}: missing {what} of sample {s.id}")
-                image_size(p)
-
     def read_label(self, path: Path) -> np.ndarray:
         if self.version == 1:
             return decode_v1_mask(read_image(path), path)
         return check_label_ids(read_id_image(path), len(self.classes), path)
-
-    def __len__(self) -> int:
-        return len(self.samples)
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         s = self.samples[index]
@@ -178,11 +144,10 @@ class Trans10KDataset(Dataset):
         label = torch.from_numpy(self.read_label(s.label))
         if tuple(label.shape) != tuple(image.shape[-2:]):
             raise DataError(f"{s.label}: mask is {tuple(label.shape)} (HxW) but its image {s.image} is {tuple(image.shape[-2:])}")
-        meta = {"id": s.id, "condition": "", "case": s.case}
-        return assemble_item({"rgb": image}, label, self.modalities, (), self.specs, self.transform, meta)
+        return self._item({"rgb": image}, label, s.id, "", s.case)
 
-    def __repr__(self) -> str:
-        return f"Trans10KDataset(root={str(self.root)!r}, version={self.version}, split={self.split!r}, n={len(self)})"
+    def _repr_fields(self) -> dict[str, Any]:
+        return {"root": str(self.root), "version": self.version, "split": self.split}
 
 
 def trans10k_v1(**kwargs: Any) -> Trans10KDataset:
