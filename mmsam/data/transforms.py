@@ -96,38 +96,35 @@ class JointResize:
         return f"JointResize({self.size})"
 
 
-class JointRandomHorizontalFlip:
+class _JointRandomFlip:
+    """Flip every modality and the label along ``dim`` with probability ``p``."""
+
+    dim = -1
+    what = "flip probability"
+
+    def __init__(self, p: float = 0.5) -> None:
+        if not 0.0 <= p <= 1.0:
+            raise ConfigError(f"{self.what} must be in [0, 1], got {p}")
+        self.p = p
+
+    def __call__(self, sample: Sample) -> Sample:
+        if torch.rand(()).item() >= self.p:
+            return sample
+        return _map(sample, lambda x: x.flip(self.dim), lambda y: y.flip(self.dim))
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(p={self.p})"
+
+
+class JointRandomHorizontalFlip(_JointRandomFlip):
     """Flip every modality and the label left-right with probability ``p``."""
 
-    def __init__(self, p: float = 0.5) -> None:
-        if not 0.0 <= p <= 1.0:
-            raise ConfigError(f"flip probability must be in [0, 1], got {p}")
-        self.p = p
 
-    def __call__(self, sample: Sample) -> Sample:
-        if torch.rand(()).item() >= self.p:
-            return sample
-        return _map(sample, lambda x: x.flip(-1), lambda y: y.flip(-1))
+class JointRandomVerticalFlip(_JointRandomFlip):
+    """Flip every modality and the label top-bottom with probability ``p`` (MFNet's vertical flip)."""
 
-    def __repr__(self) -> str:
-        return f"JointRandomHorizontalFlip(p={self.p})"
-
-
-class JointRandomVerticalFlip:
-    """Flip every modality and the label top-bottom with probability ``p``."""
-
-    def __init__(self, p: float = 0.5) -> None:
-        if not 0.0 <= p <= 1.0:
-            raise ConfigError(f"vertical flip probability must be in [0, 1], got {p}")
-        self.p = p
-
-    def __call__(self, sample: Sample) -> Sample:
-        if torch.rand(()).item() >= self.p:
-            return sample
-        return _map(sample, lambda x: x.flip(-2), lambda y: y.flip(-2))
-
-    def __repr__(self) -> str:
-        return f"JointRandomVerticalFlip(p={self.p})"
+    dim = -2
+    what = "vertical flip probability"
 
 
 class JointRandomCrop:
