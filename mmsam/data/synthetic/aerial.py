@@ -30,8 +30,8 @@ from PIL import Image
 
 from mmsam.data.datasets.isprs import VAIHINGEN_TILES, ids_to_colours
 from mmsam.errors import ConfigError
+from mmsam.data.synthetic.common import MARKER, written_by
 
-MARKER = "mmsam_synthetic.json"
 GENERATOR = "mmsam.synthetic.aerial"
 IMPERVIOUS, BUILDING, LOW_VEG, TREE, CAR, CLUTTER = range(6)
 #: Vaihingen areas written: MFNet's split (train, test); val is served from the test tiles.
@@ -209,11 +209,7 @@ def _write_tiff(path: Path, array: np.ndarray) -> None:
 
 def is_generated(root: Union[str, Path]) -> bool:
     """True if ``root`` holds a complete set written by :func:`generate_aerial`."""
-    try:
-        info = json.loads((Path(root) / MARKER).read_text())
-    except (OSError, ValueError):
-        return False
-    return isinstance(info, dict) and info.get("generator") == GENERATOR
+    return written_by(root, GENERATOR)
 
 
 def _check_counts(num_train: Optional[int], num_val: Optional[int],

@@ -1,7 +1,23 @@
 """Pieces the synthetic generators share."""
 from __future__ import annotations
 
+import json
+from pathlib import Path
+from typing import Union
+
 from mmsam.errors import ConfigError
+
+#: file each generator writes last, naming itself: its presence marks a complete set
+MARKER = "mmsam_synthetic.json"
+
+
+def written_by(root: Union[str, Path], generator: str) -> bool:
+    """True if ``root`` holds a complete set whose marker names ``generator``."""
+    try:
+        info = json.loads((Path(root) / MARKER).read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(info, dict) and info.get("generator") == generator
 
 
 def check_generate_args(num_train: int, num_val: int, num_test: int,

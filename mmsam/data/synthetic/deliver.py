@@ -17,14 +17,13 @@ import numpy as np
 from PIL import Image
 
 from mmsam.data.synthetic.sensors import render_sample
-from mmsam.data.synthetic.common import check_generate_args
+from mmsam.data.synthetic.common import MARKER, check_generate_args, written_by
 
 CONDITIONS = ("cloud", "fog", "night", "rain", "sun")
 #: Scene suffix cycle: half the scenes normal, the rest one sensor-failure case each.
 CASE_CYCLE = ("", "motionblur", "", "overexposure", "", "underexposure", "", "lidarjitter",
               "", "eventlowres")
 FRAMES_PER_SCENE = 2
-MARKER = "mmsam_synthetic.json"
 SPLITS = ("train", "val", "test")
 # folder -> file tag (the "depth" modality lives in hha/).
 FILES = {"img": ("rgb", "rgb"), "hha": ("hha", "depth"), "event": ("event", "event"),
@@ -58,14 +57,7 @@ def _save(path: Path, array: np.ndarray) -> None:
 
 def is_generated(root: Union[str, Path]) -> bool:
     """True if ``root`` holds a complete synthetic set written by :func:`generate_deliver`."""
-    marker = Path(root) / MARKER
-    if not marker.is_file():
-        return False
-    try:
-        info = json.loads(marker.read_text())
-    except (OSError, ValueError):
-        return False
-    return isinstance(info, dict) and info.get("generator") == "mmsam.synthetic.deliver"
+    return written_by(root, "mmsam.synthetic.deliver")
 
 
 def generate_deliver(

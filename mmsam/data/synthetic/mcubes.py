@@ -29,9 +29,8 @@ from mmsam.data.datasets.mcubes import (
     MCUBES_FOLDERS,
 )
 from mmsam.data.synthetic.materials import render_materials
-from mmsam.data.synthetic.common import check_generate_args
+from mmsam.data.synthetic.common import MARKER, check_generate_args, written_by
 
-MARKER = "mmsam_synthetic.json"
 GENERATOR = "mmsam.synthetic.mcubes"
 SPLITS = ("train", "val", "test")
 #: array key (render_materials) -> (folder, suffix)
@@ -63,12 +62,7 @@ def _write(path: Path, array: np.ndarray) -> None:
 
 def is_generated(root: Union[str, Path]) -> bool:
     """True if ``root`` holds a complete set written by :func:`generate_mcubes`."""
-    marker = Path(root) / MARKER
-    try:
-        info = json.loads(marker.read_text())
-    except (OSError, ValueError):
-        return False
-    return isinstance(info, dict) and info.get("generator") == GENERATOR
+    return written_by(root, GENERATOR)
 
 
 def generate_mcubes(

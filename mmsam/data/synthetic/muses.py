@@ -40,9 +40,8 @@ from mmsam.data.datasets.muses import (
 from mmsam.data.modalities import MUSES_CODEC_SCALE, MUSES_CODEC_SHIFT
 from mmsam.data.synthetic import driving as d
 from mmsam.data.synthetic.sensors import apply_fog, camera, events, lidar, radiance
-from mmsam.data.synthetic.common import check_generate_args
+from mmsam.data.synthetic.common import MARKER, check_generate_args, written_by
 
-MARKER = "mmsam_synthetic.json"
 GENERATOR = "mmsam.synthetic.muses"
 SPLITS = ("train", "val", "test")
 CONDITIONS = tuple((w, t) for w in MUSES_WEATHERS for t in MUSES_TIMES)
@@ -159,11 +158,7 @@ def render_muses(rng: np.random.Generator, H: int, W: int, weather: str, tod: st
 
 def is_generated(root: Union[str, Path]) -> bool:
     """True if ``root`` holds a complete set written by :func:`generate_muses`."""
-    try:
-        info = json.loads((Path(root) / MARKER).read_text())
-    except (OSError, ValueError):
-        return False
-    return isinstance(info, dict) and info.get("generator") == GENERATOR
+    return written_by(root, GENERATOR)
 
 
 def generate_muses(
