@@ -40,6 +40,11 @@ class SegmentationTask(pl.LightningModule):
             ``"multistep"`` (lr × ``gamma`` at each of ``milestones``, stepped per epoch).
         warmup_epochs, warmup_ratio, poly_power: ``warmup_poly``: linear warm-up from
             ``warmup_ratio·lr`` over ``warmup_epochs``, then poly decay (MemorySAM / CMNeXt recipe).
+        poly_extra_epochs: ``warmup_poly``: the poly decay runs over ``max_epochs + poly_extra_epochs``
+            epochs of iterations, so the lr does not reach 0 at the end. MemorySAM's official
+            ``train_mm.py`` decays over ``(epochs + 1) × iterations``: its recipes set 1.
+        no_weight_decay_1d: no weight decay on 1-D parameters (biases, norm scales, λ and fusion
+            weights), as the official MemorySAM and AutoGluon Conv-LoRA optimisers do.
         milestones: ``multistep``: numbers of completed epochs after which the lr drops, as in
             ``torch.optim.lr_scheduler.MultiStepLR``. ``[24, 34, 44]`` with lr 0.01 gives 1e-2 for
             epochs 1–24, 1e-3 for 25–34, 1e-4 for 35–44, 1e-5 after: MFNet's effective schedule
@@ -90,6 +95,8 @@ class SegmentationTask(pl.LightningModule):
         warmup_epochs: float = 10.0,
         warmup_ratio: float = 0.1,
         poly_power: float = 0.9,
+        poly_extra_epochs: int = 0,
+        no_weight_decay_1d: bool = False,
         milestones: list[int] | None = None,
         gamma: float = 0.1,
         absent_classes: Literal["zero", "skip"] = "zero",
@@ -117,6 +124,8 @@ class SegmentationTask(pl.LightningModule):
             raise ConfigError(f"binary_metrics needs a binary task (num_classes=2: background, foreground), got num_classes={num_classes}")
         if not 0.0 <= modality_dropout < 1.0:
             raise ConfigError(f"modality_dropout must be in [0, 1), got {modality_dropout}")
+        if poly_extra_epochs < 0:
+            raise ConfigError(f"poly_extra_epochs must be >= 0, got {poly_extra_epochs}")
         if optimizer not in ("adamw", "sgd"):
             raise ConfigError(f"optimizer must be 'adamw' or 'sgd', got {optimizer!r}")
         if lr_schedule not in ("warmup_poly", "multistep"):
@@ -222,7 +231,7 @@ class SegmentationTask(pl.LightningModule):
     def configure_optimizers(self) -> Any:
         hp = self.hparams
         groups = self.method.param_groups()
-        params = [{"params": ps, "name": name} for name, ps in groups.items() if ps]
+        params = param_groups_with_decay(groups, hp.weight_decay, no_decay_1d=hp.no_weight_decay_1d)
         if hp.optimizer == "sgd":
             opt: torch.optim.Optimizer = torch.optim.SGD(params, lr=hp.lr, momentum=hp.momentum, weight_decay=hp.weight_decay)
         else:
@@ -234,7 +243,7 @@ class SegmentationTask(pl.LightningModule):
         per_epoch = total / epochs if epochs else total
         sched = warmup_poly(
             opt,
-            total_steps=total,
+            total_steps=int(round(total + hp.poly_extra_epochs * per_epoch)) if epochs else total,
             warmup_steps=int(self.hparams.warmup_epochs * per_epoch) if epochs else int(0.05 * total),
             warmup_ratio=self.hparams.warmup_ratio,
             power=self.hparams.poly_power,
@@ -297,6 +306,24 @@ class SegmentationTask(pl.LightningModule):
         for key, value in scores.items():
             self.log(f"{stage}/{key}", value, sync_dist=False)
         return scores
+
+
+def param_groups_with_decay(groups: dict[str, list[nn.Parameter]], weight_decay: float, *, no_decay_1d: bool = False) -> list[dict[str, Any]]:
+    """Optimiser groups from a method's ``param_groups()``; with ``no_decay_1d`` each group is split
+    into its matrices (``weight_decay``) and its 1-D tensors (``weight_decay=0``)."""
+    out: list[dict[str, Any]] = []
+    for name, ps in groups.items():
+        if not no_decay_1d:
+            if ps:
+                out.append({"params": ps, "name": name})
+            continue
+        decay = [p for p in ps if p.dim() > 1]
+        flat = [p for p in ps if p.dim() <= 1]
+        if decay:
+            out.append({"params": decay, "name": name})
+        if flat:
+            out.append({"params": flat, "name": f"{name}_no_decay", "weight_decay": 0.0})
+    return out
 
 
 @rank_zero_only
