@@ -6,9 +6,14 @@ overlaps and divided by how many windows covered each pixel. MFNet (``mfnet.md``
 takes the argmax; dividing by the positive per-pixel count keeps that argmax and gives logits on
 the scale of a single window.
 
-Windows: at ``0, stride, 2·stride, …`` along each axis, plus one window aligned to the far edge,
-so every pixel is covered and no window leaves the image (no padding when the image is at least
-the window). An axis shorter than the window is zero-padded at its end to the window (the
+Windows (``edges="unique"``, the default): at ``0, stride, 2·stride, …`` along each axis, plus one
+window aligned to the far edge, so every pixel is covered and no window leaves the image (no
+padding when the image is at least the window); logits are averaged over the windows covering a
+pixel. ``edges="repeat"`` is the test loop of MFNet's official ``train.py`` (``sliding_window`` in
+its ``utils.py``): starts at ``0, stride, …`` up to the image size, each start that would overflow
+snapped to ``size - window``, so the edge window counts once per snapped start (8× per axis at
+stride 32 on a 2557 px side, 64× in a corner), and the logits are summed, not averaged. Each
+distinct window still runs once: its logits are added with their multiplicity. An axis shorter than the window is zero-padded at its end to the window (the
 normalised images' mean value; ``present`` unchanged, padded label pixels ignored) and the result
 cropped back. Memory: at most ``window_batch`` crops (windows × images) go through the method
 at once, whatever the tile size; the running sum ``(B, K, H, W)`` is float32 on the logits' device.
@@ -25,10 +30,13 @@ from mmsam.errors import ConfigError
 Forward = Callable[[dict[str, Any]], dict[str, Any]]
 
 
-def window_starts(size: int, window: int, stride: int) -> list[int]:
-    """Start offsets of the windows along one axis of length ``size``; the last ends at the edge."""
+def window_starts(size: int, window: int, stride: int, *, edges: str = "unique") -> list[int]:
+    """Start offsets of the windows along one axis of length ``size``; the last ends at the edge.
+    ``edges="repeat"``: MFNet's official starts, the overflowing ones snapped to the edge (repeats kept)."""
     if size <= window:
         return [0]
+    if edges == "repeat":
+        return [min(s, size - window) for s in range(0, size, stride)]
     starts = list(range(0, size - window + 1, stride))
     if starts[-1] != size - window:
         starts.append(size - window)
@@ -67,6 +75,7 @@ def sliding_window_logits(
     num_classes: int | None = None,
     window_batch: int = 4,
     ignore_index: int = 255,
+    edges: str = "unique",
 ) -> torch.Tensor:
     """Logits ``(B, K, H, W)`` of ``forward(batch)["logits"]`` computed window by window.
 
@@ -81,7 +90,11 @@ def sliding_window_logits(
         num_classes: K, checked against the method's output when given.
         window_batch: crops per ``forward`` call (windows × images), the memory bound.
         ignore_index: label value of padded pixels (images smaller than the window).
+        edges: ``"unique"`` (distinct windows, logits averaged) or ``"repeat"`` (MFNet's official
+            snapped starts, logits summed with each window's multiplicity).
     """
+    if edges not in ("unique", "repeat"):
+        raise ConfigError(f"eval_window_edges must be 'unique' or 'repeat', got {edges!r}")
     stride = check_window(window, stride, window_batch)
     images: dict[str, torch.Tensor] = batch["modalities"]
     first = next(iter(images.values()))
@@ -96,7 +109,10 @@ def sliding_window_logits(
         if label is not None:
             label = F.pad(label, (0, pad_w, 0, pad_h), value=ignore_index)
     ph, pw = h + pad_h, w + pad_w
-    crops = [(i, y, x) for i in range(b) for y in window_starts(ph, window, stride) for x in window_starts(pw, window, stride)]
+    from collections import Counter
+
+    rows, cols = Counter(window_starts(ph, window, stride, edges=edges)), Counter(window_starts(pw, window, stride, edges=edges))
+    crops = [(i, y, x) for i in range(b) for y in rows for x in cols]
 
     total: torch.Tensor | None = None
     count = first.new_zeros((ph, pw), dtype=torch.float32)
@@ -116,8 +132,11 @@ def sliding_window_logits(
                 raise ValueError(f"the method returned {k} classes, expected {num_classes}")
             total = logits.new_zeros((b, k, ph, pw), dtype=torch.float32)
         for (i, y, x0), crop in zip(chunk, logits.float()):
-            total[i, :, y : y + window, x0 : x0 + window] += crop
+            times = rows[y] * cols[x0]
+            total[i, :, y : y + window, x0 : x0 + window] += crop if times == 1 else times * crop
             if i == 0:  # every image has the same windows
                 count[y : y + window, x0 : x0 + window] += 1
     assert total is not None
+    if edges == "repeat":
+        return total[..., :h, :w]
     return (total / count.to(total.device))[..., :h, :w]

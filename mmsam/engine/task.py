@@ -61,6 +61,11 @@ class SegmentationTask(pl.LightningModule):
         eval_stride: pixels between windows (default ``eval_window // 2``; at most the window); the
             last window of each row / column is aligned to the tile's edge. MFNet: 32.
         eval_window_batch: window crops per forward pass, the memory bound whatever the tile size.
+        eval_window_edges: ``"unique"`` (default): each distinct window once, logits averaged over
+            overlaps. ``"repeat"``: MFNet's official test loop (``train.py`` / ``utils.sliding_window``
+            of sstary/SSRS): starts every ``stride`` up to the tile size, overflowing ones snapped to
+            the edge, so edge windows count once per snapped start; logits summed. The MFNet
+            recipes use it. Both give the same argmax where no edge window repeats.
         val_stride: stride of the validation loop (per-epoch validation in fit, ``mmsam validate``),
             default ``eval_stride``; test and predict keep ``eval_stride``. MFNet validates Potsdam
             with 128 and tests with 32 (mfnet.md §4).
@@ -105,6 +110,7 @@ class SegmentationTask(pl.LightningModule):
         eval_window: int | None = None,
         eval_stride: int | None = None,
         eval_window_batch: int = 4,
+        eval_window_edges: Literal["unique", "repeat"] = "unique",
         val_stride: int | None = None,
         modality_dropout: float = 0.0,
         binary_metrics: bool = False,
@@ -136,6 +142,8 @@ class SegmentationTask(pl.LightningModule):
             raise ConfigError(f"eval_stride={eval_stride} is set but eval_window is not: set the window too")
         if eval_window is None and val_stride is not None:
             raise ConfigError(f"val_stride={val_stride} is set but eval_window is not: set the window too")
+        if eval_window_edges not in ("unique", "repeat"):
+            raise ConfigError(f"eval_window_edges must be 'unique' or 'repeat', got {eval_window_edges!r}")
         self.eval_stride = None if eval_window is None else check_window(eval_window, eval_stride, eval_window_batch, prefix="eval_")
         self.val_stride = self.eval_stride
         if val_stride is not None:
@@ -180,6 +188,7 @@ class SegmentationTask(pl.LightningModule):
         return sliding_window_logits(
             self.method, batch, window=self.hparams.eval_window, stride=stride or self.eval_stride, num_classes=self.num_classes,
             window_batch=self.hparams.eval_window_batch, ignore_index=self.hparams.ignore_index,
+            edges=self.hparams.eval_window_edges,
         )
 
     # ---- steps -------------------------------------------------------------------------

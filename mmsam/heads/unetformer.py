@@ -1,8 +1,8 @@
 """The UNetFormer decoder (Wang et al., ISPRS J. Photogramm. 2022), as MFNet uses it.
 
 Written from the UNetFormer paper's description (Sec. 3: global-local transformer block,
-weighted-sum fusion, feature refinement head) and MFNet's settings (``../shared/reference/mfnet.md``
-§2, Decoder: decode_channels 64, window 8, 8 heads, four 256-channel inputs at strides 4/8/16/32)::
+weighted-sum fusion, feature refinement head) and MFNet's settings (MFNet paper Sec. III-C and its ``UNetFormer_MMSAM.py``: decode_channels 64,
+window 8, 8 heads, four 256-channel inputs at strides 4/8/16/32)::
 
     res4 (1/32) -> 1×1 ConvBN -> GLTB
       -> ×2 up, weighted sum with 1×1 conv(res3), 3×3 ConvBNReLU -> GLTB
@@ -14,8 +14,12 @@ Global-local transformer block (GLTB): ``x + GLA(BN(x))`` then ``x + MLP(BN(x))`
 attention: a local branch (3×3 ConvBN + 1×1 ConvBN) plus a global branch (window multi-head
 self-attention with a learned relative-position bias, followed by the cross-shaped context of
 average pools along each axis over one window length), then a depth-wise separable window-sized
-conv. Maps whose side is not a multiple of the window are padded (replicate) and cropped back, so
-tiny test sizes work. ``skips=False`` is MFNet's "without DFM" ablation: one stride-16 input, the
+conv. Borders follow the official ``UNetFormer_MMSAM.py`` of MFNet (sstary/SSRS, folder MFNet)
+exactly: maps are reflect-padded up to a multiple of the window; each cross-shaped pool sees one
+extra reflected row / column and zero padding of ``window/2 - 1`` counted in the mean; the
+window-sized conv sees one reflected row and column, then zero padding of ``(window-1)//2``. Where
+a map is too small to reflect (tiny test sizes, on which the official code stops), replicate
+padding stands in. ``skips=False`` is MFNet's "without DFM" ablation: one stride-16 input, the
 same chain with no skip terms and two ×2 upsamplings (``docs/methods/mfnet.md``).
 """
 from __future__ import annotations
@@ -34,18 +38,33 @@ def conv_bn(c_in: int, c_out: int, k: int = 1, *, relu: bool = False, groups: in
     return nn.Sequential(*layers)
 
 
-class SeparableConvBN(nn.Module):
-    """Depth-wise ``k×k`` conv -> BN -> point-wise 1×1 conv; 'same' size for any (even) ``k``."""
+def _pad(x: torch.Tensor, pad: tuple[int, int, int, int]) -> torch.Tensor:
+    """Reflect padding as the official code; replicate where the map is too small to reflect."""
+    if not any(pad):
+        return x
+    h, w = x.shape[-2:]
+    small = max(pad[0], pad[1]) >= w or max(pad[2], pad[3]) >= h
+    return F.pad(x, pad, mode="replicate" if small else "reflect")
 
-    def __init__(self, channels: int, k: int) -> None:
+
+class SeparableConvBN(nn.Module):
+    """Depth-wise ``k×k`` conv (zero padding ``(k-1)//2``) -> BN -> point-wise 1×1 conv.
+
+    An even ``k`` shrinks the map by one pixel per axis: the caller pads one reflected row and
+    column first (``pre_pad``), as the official global-local attention does."""
+
+    def __init__(self, channels: int, k: int, *, pre_pad: bool = False) -> None:
         super().__init__()
-        self.pad = ((k - 1) // 2, k // 2, (k - 1) // 2, k // 2)
-        self.depthwise = nn.Conv2d(channels, channels, k, groups=channels, bias=False)
+        self.pre_pad = pre_pad
+        self.depthwise = nn.Conv2d(channels, channels, k, padding=(k - 1) // 2, groups=channels, bias=False)
         self.bn = nn.BatchNorm2d(channels)
         self.pointwise = nn.Conv2d(channels, channels, 1, bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.pointwise(self.bn(self.depthwise(F.pad(x, self.pad))))
+        h, w = x.shape[-2:]
+        if self.pre_pad:
+            x = _pad(x, (0, 1, 0, 1))
+        return self.pointwise(self.bn(self.depthwise(x)))[..., :h, :w]
 
 
 class GlobalLocalAttention(nn.Module):
@@ -55,6 +74,8 @@ class GlobalLocalAttention(nn.Module):
         super().__init__()
         if dim % num_heads:
             raise ValueError(f"decode_channels {dim} must be divisible by num_heads {num_heads}")
+        if window_size % 2 or window_size < 2:
+            raise ValueError(f"window_size must be even (the official pooling pads window/2 - 1), got {window_size}")
         self.num_heads, self.ws = num_heads, window_size
         self.scale = (dim // num_heads) ** -0.5
         self.local3 = conv_bn(dim, dim, 3)
@@ -65,9 +86,10 @@ class GlobalLocalAttention(nn.Module):
         coords = torch.stack(torch.meshgrid(torch.arange(window_size), torch.arange(window_size), indexing="ij")).flatten(1)
         rel = (coords[:, :, None] - coords[:, None, :]).permute(1, 2, 0) + window_size - 1
         self.register_buffer("rel_index", rel[..., 0] * (2 * window_size - 1) + rel[..., 1], persistent=False)
-        self.pool_h = nn.AvgPool2d((window_size, 1), stride=1)
-        self.pool_w = nn.AvgPool2d((1, window_size), stride=1)
-        self.proj = SeparableConvBN(dim, window_size)
+        # count_include_pad (the default): the zero border counts in each mean, as in the official code
+        self.pool_h = nn.AvgPool2d((window_size, 1), stride=1, padding=(window_size // 2 - 1, 0))
+        self.pool_w = nn.AvgPool2d((1, window_size), stride=1, padding=(0, window_size // 2 - 1))
+        self.proj = SeparableConvBN(dim, window_size, pre_pad=True)
 
     def _windows(self, x: torch.Tensor) -> torch.Tensor:
         b, c, h, w = x.shape
@@ -75,7 +97,7 @@ class GlobalLocalAttention(nn.Module):
         # -> (3, B·nW, heads, ws·ws, head_dim)
         qkv = qkv.permute(1, 0, 4, 6, 2, 5, 7, 3).reshape(3, -1, self.num_heads, self.ws * self.ws, c // self.num_heads)
         q, k, v = qkv.unbind(0)
-        attn = (q * self.scale) @ k.transpose(-2, -1)
+        attn = (q @ k.transpose(-2, -1)) * self.scale
         attn = attn + self.rel_bias[self.rel_index].permute(2, 0, 1).unsqueeze(0)
         out = attn.softmax(-1) @ v  # (B·nW, heads, ws·ws, head_dim)
         out = out.view(b, h // self.ws, w // self.ws, self.num_heads, self.ws, self.ws, c // self.num_heads)
@@ -83,16 +105,12 @@ class GlobalLocalAttention(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h, w = x.shape[-2:]
-        local = self.local3(x) + self.local1(x)
-        ph, pw = -h % self.ws, -w % self.ws
-        xp = F.pad(x, (0, pw, 0, ph), mode="replicate") if ph or pw else x
-        glob = self._windows(xp)
-        # cross-shaped context: mean over one window length along each axis, 'same' size
-        k = self.ws
-        glob = self.pool_h(F.pad(glob, (0, 0, (k - 1) // 2, k // 2), mode="replicate")) + self.pool_w(
-            F.pad(glob, ((k - 1) // 2, k // 2, 0, 0), mode="replicate")
-        )
-        return self.proj(glob[..., :h, :w] + local)
+        local = self.local1(x) + self.local3(x)
+        xp = _pad(_pad(x, (0, -w % self.ws, 0, 0)), (0, 0, 0, -h % self.ws))
+        glob = self._windows(xp)[..., :h, :w]
+        # cross-shaped context: one extra reflected row / column, then the zero-padded mean
+        glob = self.pool_h(_pad(glob, (0, 0, 0, 1))) + self.pool_w(_pad(glob, (0, 1, 0, 0)))
+        return self.proj(glob + local)
 
 
 class GLTB(nn.Module):
@@ -141,7 +159,7 @@ class FeatureRefinementHead(WeightedSum):
         self.spatial = nn.Sequential(nn.Conv2d(dim, dim, 3, padding=1, groups=dim), nn.Sigmoid())
         hidden = max(1, dim // reduction)
         self.channel = nn.Sequential(
-            nn.AdaptiveAvgPool2d(1), nn.Conv2d(dim, hidden, 1), nn.ReLU6(), nn.Conv2d(hidden, dim, 1), nn.Sigmoid()
+            nn.AdaptiveAvgPool2d(1), nn.Conv2d(dim, hidden, 1, bias=False), nn.ReLU6(), nn.Conv2d(hidden, dim, 1, bias=False), nn.Sigmoid()
         )
         self.shortcut = conv_bn(dim, dim, 1)
         self.proj = SeparableConvBN(dim, 3)
@@ -192,7 +210,7 @@ class UNetFormerDecoder(nn.Module):
         self.p2 = WeightedSum(c2 if skips else None, d)
         self.b2 = GLTB(d, num_heads, window_size)
         self.p1 = FeatureRefinementHead(c1 if skips else None, d)
-        self.seg_head = nn.Sequential(conv_bn(d, d, 3, relu=True), nn.Dropout2d(dropout), nn.Conv2d(d, num_classes, 1))
+        self.seg_head = nn.Sequential(conv_bn(d, d, 3, relu=True), nn.Dropout2d(dropout), nn.Conv2d(d, num_classes, 1, bias=False))
 
     def forward(self, features: Sequence[torch.Tensor], size: Sequence[int]) -> torch.Tensor:
         if self.skips:

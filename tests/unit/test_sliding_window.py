@@ -145,3 +145,29 @@ def test_bad_window_settings_are_refused():
         sliding_window_logits(PixelMethod(), batch, window=0)
     with pytest.raises(ValueError, match="classes"):
         sliding_window_logits(PixelMethod(), batch, window=32, num_classes=3)
+
+
+def test_repeat_edges_match_mfnet_official_loop() -> None:
+    """``edges="repeat"``: MFNet's test loop snaps overflowing starts to the edge and sums logits."""
+    starts = window_starts(2557, 256, 32, edges="repeat")
+    assert len(starts) == 80 and starts.count(2557 - 256) == 8 and starts[:2] == [0, 32]
+    assert window_starts(2557, 256, 32) .count(2557 - 256) == 1
+
+    torch.manual_seed(1)
+    h, w, win, stride = 45, 37, 16, 6
+    batch = {"modalities": {"rgb": torch.randn(2, 3, h, w)}, "present": {"rgb": torch.ones(2, dtype=torch.bool)}}
+    method = CornerMethod()
+    got = sliding_window_logits(method, batch, window=win, stride=stride, window_batch=3, edges="repeat")
+    # the official loop, written out: every (possibly repeated) window added once per start pair
+    want = torch.zeros(2, 2, h, w)
+    for y0 in range(0, h, stride):
+        y = min(y0, h - win)
+        for x0 in range(0, w, stride):
+            x = min(x0, w - win)
+            crop = {"modalities": {"rgb": batch["modalities"]["rgb"][:, :, y : y + win, x : x + win]}}
+            want[:, :, y : y + win, x : x + win] += method(crop)["logits"]
+    assert torch.allclose(got, want, rtol=1e-6, atol=1e-3)
+    unique = sliding_window_logits(method, batch, window=win, stride=stride, window_batch=3)
+    assert not torch.allclose(unique, want)  # the default averages distinct windows
+    with pytest.raises(ConfigError, match="eval_window_edges"):
+        sliding_window_logits(method, batch, window=win, stride=stride, edges="snap")
