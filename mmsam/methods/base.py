@@ -60,6 +60,7 @@ class SegmentationMethod(nn.Module):
 
         Returns images ``(M·B, 3, H, W)``, their names, and presence ``(M, B)`` as float.
         A modality absent from the whole batch is left out (M shrinks); an unknown one is an error.
+        The pixels of a modality absent for one sample are replaced by zeros (the normalised mean).
         """
         images, present = batch["modalities"], batch.get("present", {})
         unknown = sorted(set(images) - set(self.modalities))
@@ -75,7 +76,8 @@ class SegmentationMethod(nn.Module):
             if not bool(p.any()):
                 continue
             names.append(name)
-            stack.append(x)
+            # an absent sample's pixels never enter the encoder (NaN there would leak through weight 0)
+            stack.append(x if bool(p.all()) else torch.where(p[:, None, None, None], x, torch.zeros((), dtype=x.dtype, device=x.device)))
             masks.append(p)
         if not names:
             raise ConfigError(f"no modality of {list(self.modalities)} is present in this batch")

@@ -41,7 +41,11 @@ class MLESAM(SegmentationMethod):
         fusion: ``"both"`` (routed + mean, the paper's full model), ``"routed"`` or ``"mean"``
             (its ablation rows).
         aux_head: train the auxiliary multi-scale head (loss weight: the task's ``aux_weight``).
-        aux_embed_dim: width of the auxiliary head.
+        aux_embed_dim: width of the auxiliary head (the recipes: 256, the FPN width).
+        missing: how an absent modality is represented (the paper does not say; both protocols are
+            offered): ``"drop"`` leaves it out of the router's softmax and the mean (default);
+            ``"zero"`` feeds a zero image (the normalised mean) through its expert and keeps it in
+            the router and the mean as if present.
     """
 
     def __init__(
@@ -58,8 +62,12 @@ class MLESAM(SegmentationMethod):
         fusion: Literal["both", "routed", "mean"] = "both",
         aux_head: bool = True,
         aux_embed_dim: int = 128,
+        missing: Literal["drop", "zero"] = "drop",
     ) -> None:
         super().__init__(num_classes, modalities)
+        if missing not in ("drop", "zero"):
+            raise ConfigError(f"missing must be 'drop' or 'zero', got {missing!r}")
+        self.missing = missing
         if fusion not in ("both", "routed", "mean"):
             raise ConfigError(f"fusion must be 'both', 'routed' or 'mean', got {fusion!r}")
         if lora is None:  # not an instance default: see SamLoRA
@@ -81,6 +89,8 @@ class MLESAM(SegmentationMethod):
 
     def forward_features(self, batch: dict[str, Any]) -> dict[str, Any]:
         self.check_input_size(batch)
+        if self.missing == "zero":
+            batch = zero_fill_missing(batch, self.modalities)
         levels, names, present = self.encode(self.backbone, batch)
         fused: list[torch.Tensor] = []
         weights: list[torch.Tensor] = []
@@ -115,3 +125,21 @@ class MLESAM(SegmentationMethod):
         if self.aux_head is not None:
             heads += list(self.aux_head.parameters())
         return {"adapters": adapters, "fusion": fusion, "heads": heads}
+
+
+def zero_fill_missing(batch: dict[str, Any], modalities: Sequence[str]) -> dict[str, Any]:
+    """Every modality of ``modalities`` present in every sample: absent ones become zero images."""
+    images = batch["modalities"]
+    ref = next(iter(images.values()))
+    b = ref.shape[0]
+    present = batch.get("present", {})
+    filled: dict[str, torch.Tensor] = {}
+    for name in modalities:
+        x = images.get(name)
+        if x is None:
+            filled[name] = ref.new_zeros(ref.shape)
+            continue
+        p = present.get(name)
+        filled[name] = x if p is None or bool(p.all()) else torch.where(p.to(x.device).bool()[:, None, None, None], x, x.new_zeros(()))
+    every = {n: torch.ones(b, dtype=torch.bool, device=ref.device) for n in modalities}
+    return {**batch, "modalities": filled, "present": every}
