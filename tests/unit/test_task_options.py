@@ -168,3 +168,20 @@ def test_eval_classes_change_means_not_oa_and_are_marked():
     marked = [line.split()[0] for line in text.splitlines() if "not in means" in line]
     assert marked == ["clutter"] and "over 5 of 6 classes" in text
     assert "not in means" not in format_table("test", ["rgb"], s, CLASSES)
+
+
+def test_poly_extra_epoch_and_no_decay_1d_reach_the_optimiser():
+    """MemorySAM's official schedule decays over (epochs + 1) × iterations; its AdamW skips 1-D tensors."""
+    lrs: list[float] = []
+
+    class Record(pl.Callback):
+        def on_train_batch_start(self, trainer, module, batch, idx):
+            lrs.append(trainer.optimizers[0].param_groups[0]["lr"])
+
+    task = make_task(lr=1.0, warmup_epochs=0, poly_power=1.0, poly_extra_epochs=1, no_weight_decay_1d=True, weight_decay=0.5)
+    t = trainer(max_epochs=2, callbacks=[Record()], limit_val_batches=0)
+    t.fit(task, DataLoader(Tiles(4, 32, 32), batch_size=2))  # 2 steps per epoch: decay over 6 steps
+    assert lrs == pytest.approx([1 - s / 6 for s in range(4)])
+    groups = {g["name"]: g for g in t.optimizers[0].param_groups}
+    assert groups["heads"]["weight_decay"] == 0.5 and groups["heads_no_decay"]["weight_decay"] == 0.0
+    assert [p.dim() for p in groups["heads_no_decay"]["params"]] == [1]
