@@ -4,6 +4,8 @@
     mmsam test --config ... --ckpt_path runs/demo/checkpoints/last.ckpt
     mmsam info --config ...            # trainable / frozen parameters per group
     mmsam report --config ... --ckpt_path C --output DIR   # report.md + figures for one checkpoint
+    mmsam export --config ... --ckpt_path C --output model/  # a model folder to share and deploy
+    mmsam predict --model model/ --input DIR --output OUT    # predict a folder of new captures
     mmsam data synth --dataset deliver --root data/synthetic_deliver
     mmsam data check --dataset deliver --root data/DELIVER
 """
@@ -180,6 +182,78 @@ def _report(argv: list[str]) -> int:
     return 0
 
 
+def _quiet_lightning() -> None:
+    import logging
+
+    import lightning.pytorch  # noqa: F401  (sets its loggers' levels on import; override after)
+
+    for name in ("lightning.pytorch", "lightning.fabric"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
+def _patterns(items: list[str] | None) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for item in items or []:
+        name, sep, glob = item.partition("=")
+        if not sep or not name or not glob:
+            raise ConfigError(f"--pattern {item!r}: expected MODALITY=GLOB, e.g. rgb='*_rgb.png'")
+        out[name] = glob
+    return out
+
+
+def _export(argv: list[str]) -> int:
+    p = argparse.ArgumentParser(prog="mmsam export", description="Write a model folder (adapters.safetensors + mmsam.yaml) from a trained checkpoint.")
+    p.add_argument("--config", required=True, help="the YAML config used for fit")
+    p.add_argument("--ckpt_path", required=True, help="the Lightning checkpoint to export")
+    p.add_argument("--output", required=True, help="the model folder to write")
+    p.add_argument("--pattern", action="append", metavar="MODALITY=GLOB",
+                   help="file-name pattern of a modality for `mmsam predict --model` ('*' = scene id); repeatable")
+    ns, rest = p.parse_known_args(argv)
+    ckpt = Path(ns.ckpt_path)
+    if not ckpt.is_file():
+        raise CheckpointError(f"{ckpt}: checkpoint file not found")
+    _quiet_lightning()
+    from mmsam.deploy import export_model
+    from mmsam.engine.report import load_checkpoint_weights
+
+    cli = lightning_main(["--config", ns.config, *rest], run=False)
+    load_checkpoint_weights(cli.model, ckpt)
+    model_cfg = cli.config["model"].as_dict()
+    unknown = sorted(set(_patterns(ns.pattern)) - set(cli.datamodule.modalities))
+    if unknown:
+        raise ConfigError(f"--pattern for {unknown}: not modalities of this model ({', '.join(cli.datamodule.modalities)})")
+    summary = export_model(cli.model, cli.datamodule, model_cfg, ns.output, patterns=_patterns(ns.pattern))
+    base = summary["base"]
+    print(f"wrote {ns.output}/adapters.safetensors ({summary['tensors']} tensors, {summary['elements']:,} values, "
+          f"{summary['bytes'] / 2**20:.1f} MiB) and {ns.output}/mmsam.yaml")
+    print(f"base checkpoint: {base['file']} (SHA-256 {base['sha256'][:12]}…)" if base else
+          "base checkpoint: none (random backbone weights: the folder embeds the whole backbone)")
+    return 0
+
+
+def _predict_folder(argv: list[str]) -> int:
+    p = argparse.ArgumentParser(prog="mmsam predict --model", description="Predict every scene of a folder with a model folder.")
+    p.add_argument("--model", required=True, help="a model folder written by `mmsam export`")
+    p.add_argument("--input", required=True, help="folder of co-registered modality files")
+    p.add_argument("--output", required=True, help="where label PNGs (palette embedded) and overlays go")
+    p.add_argument("--pattern", action="append", metavar="MODALITY=GLOB",
+                   help="file-name pattern of a modality, '*' = scene id (default: the model's, else '*_<modality>.*'); repeatable")
+    p.add_argument("--checkpoint", default=None, help="the base SAM / SAM 2 file, if not next to the model folder")
+    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, …")
+    p.add_argument("--probabilities", action="store_true", help="also write <id>_probs.npy (float16, K x H x W)")
+    p.add_argument("--no-overlay", action="store_true", help="skip the colour overlays")
+    ns = p.parse_args(argv)
+    from mmsam.deploy import load
+    from mmsam.deploy.folder_predict import predict_folder
+
+    predictor = load(ns.model, checkpoint=ns.checkpoint, device=ns.device)
+    report = predict_folder(predictor, ns.input, ns.output, patterns=_patterns(ns.pattern),
+                            probabilities=ns.probabilities, overlay=not ns.no_overlay)
+    print(report.format())
+    print(f"wrote predictions to {ns.output}")
+    return 0 if report.written else 1
+
+
 #: ``mmsam data synth --kind`` -> the data set layout its scenes are written in.
 _SYNTH_KINDS = {"aerial": "vaihingen"}
 
@@ -241,6 +315,10 @@ def main(argv: list[str] | None = None) -> int:
             return _info(args[1:])
         if args and args[0] == "report":
             return _report(args[1:])
+        if args and args[0] == "export":
+            return _export(args[1:])
+        if args and args[0] == "predict" and any(a == "--model" or a.startswith("--model=") for a in args[1:]) and "--config" not in args:
+            return _predict_folder(args[1:])
         lightning_main(argv)
         return 0
     except MMSamError as e:
