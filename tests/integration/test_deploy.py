@@ -46,11 +46,16 @@ def _trained_task(trained: dict):
     return cli.model.eval(), cli.datamodule
 
 
-def test_export_then_load_reproduces_the_trained_logits(trained: dict, base_file: Path, capsys) -> None:
+@pytest.fixture(scope="module")
+def exported(trained: dict) -> Path:
     out = trained["tmp"] / "model"
     assert main(["export", "--config", str(trained["cfg"]), "--ckpt_path", str(trained["ckpt"]), "--output", str(out),
                  "--pattern", "rgb=*_rgb.png"]) == 0
-    assert "base checkpoint: sam_vit_tiny.pth" in capsys.readouterr().out
+    return out
+
+
+def test_export_then_load_reproduces_the_trained_logits(trained: dict, exported: Path, base_file: Path) -> None:
+    out = exported
     info = yaml.safe_load((out / "mmsam.yaml").read_text())
     assert info["base_checkpoint"]["file"] == "sam_vit_tiny.pth" and len(info["base_checkpoint"]["sha256"]) == 64
     assert info["model"]["method"]["class_path"] == "mmsam.methods.MLESAM" and info["mmsam_version"] == mmsam.__version__
@@ -67,7 +72,7 @@ def test_export_then_load_reproduces_the_trained_logits(trained: dict, base_file
     assert any(k.endswith("running_mean") for k in saved)  # ... and buffers (the aux head's BatchNorm)
     assert not any(k.startswith("backbone.image_encoder.patch_embed") for k in saved)  # not the frozen base
 
-    predictor = mmsam.load(out)  # finds the base file next to the folder? no: at its recorded path
+    predictor = mmsam.load(out)  # the base file at the path recorded in mmsam.yaml
     batch = next(iter(data.test_dataloader()))
     with torch.no_grad():
         want = task.eval_logits(batch)
@@ -99,10 +104,8 @@ def test_random_base_is_embedded(tiny_root: Path, tmp_path: Path) -> None:
         assert torch.equal(task.eval_logits(batch), predictor.task.eval_logits(batch))
 
 
-def test_predict_api_and_folder(trained: dict, tmp_path: Path, capsys) -> None:
-    out = trained["tmp"] / "model"
-    if not out.is_dir():
-        pytest.skip("needs the exported folder of test_export_then_load_reproduces_the_trained_logits")
+def test_predict_api_and_folder(exported: Path, tmp_path: Path, capsys) -> None:
+    out = exported
     predictor = mmsam.load(out)
     rng = np.random.default_rng(0)
     rgb = rng.integers(0, 256, (80, 96, 3), dtype=np.uint8)
