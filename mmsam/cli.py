@@ -208,6 +208,8 @@ def _export(argv: list[str]) -> int:
     p.add_argument("--output", required=True, help="the model folder to write")
     p.add_argument("--pattern", action="append", metavar="MODALITY=GLOB",
                    help="file-name pattern of a modality for `mmsam predict --model` ('*' = scene id); repeatable")
+    p.add_argument("--merged", action="store_true",
+                   help="also write the LoRA folded into the encoder as an official SAM / SAM 2 checkpoint (merged_<base file>)")
     ns, rest = p.parse_known_args(argv)
     ckpt = Path(ns.ckpt_path)
     if not ckpt.is_file():
@@ -224,6 +226,13 @@ def _export(argv: list[str]) -> int:
         raise ConfigError(f"--pattern for {unknown}: not modalities of this model ({', '.join(cli.datamodule.modalities)})")
     summary = export_model(cli.model, cli.datamodule, model_cfg, ns.output, patterns=_patterns(ns.pattern))
     base = summary["base"]
+    if ns.merged:
+        from mmsam.deploy.merge import write_merged
+
+        if not base:
+            raise ConfigError("--merged needs the base SAM / SAM 2 file the model was trained on (model.method.init_args.checkpoint)")
+        merged = write_merged(cli.model.method, base["path"], Path(ns.output) / f"merged_{base['file']}")
+        print(f"wrote {merged}: the official {base['file']} with the LoRA folded into its image encoder")
     print(f"wrote {ns.output}/adapters.safetensors ({summary['tensors']} tensors, {summary['elements']:,} values, "
           f"{summary['bytes'] / 2**20:.1f} MiB) and {ns.output}/mmsam.yaml")
     print(f"base checkpoint: {base['file']} (SHA-256 {base['sha256'][:12]}…)" if base else

@@ -97,10 +97,19 @@ class Predictor:
         return self.task.eval_logits(batch)
 
 
-def load(folder: str | os.PathLike, *, checkpoint: str | os.PathLike | None = None, device: str | torch.device = "cpu") -> Predictor:
+def load(
+    folder: str | os.PathLike, *, checkpoint: str | os.PathLike | None = None, device: str | torch.device = "cpu", merge: bool = False
+) -> Predictor:
     """Load a model folder (``mmsam export``) on ``device``; ``checkpoint``: the base SAM / SAM 2
-    file if it is not next to the folder."""
+    file if it is not at the path the folder records. ``merge``: fold LoRA into the encoder
+    weights for faster inference (LoRA only; the same predictions within float tolerance)."""
+    from mmsam.adapters.inject import adapter_layers, merge_adapters
     from mmsam.deploy.model_folder import read_model_folder
 
     task, info = read_model_folder(Path(folder), checkpoint=checkpoint)
+    if merge:
+        blocked = sorted({type(m).__name__ for _, m in adapter_layers(task.method) if not m.supports_merge})
+        if blocked:
+            raise ConfigError(f"merge=True: {', '.join(blocked)} cannot be merged into the encoder weights")
+        merge_adapters(task.method)
     return Predictor(task, info, device=device)
