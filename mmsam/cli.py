@@ -288,7 +288,13 @@ def _data(argv: list[str]) -> int:
     c.add_argument("--splits", nargs="*", default=None)
     c.add_argument("--modalities", nargs="*", default=None)
     c.add_argument("--json", action="store_true", help="print the report as JSON")
+    st = sub.add_parser("stats", help="per-modality mean / std of the training split, for data.dataset_options.modality_stats")
+    st.add_argument("--config", required=True, help="a YAML config whose data section names the data set")
+    st.add_argument("--split", default="train")
+    st.add_argument("--write", action="store_true", help="write the statistics into the config (the original is kept as .bak)")
     ns = p.parse_args(argv)
+    if ns.cmd == "stats":
+        return _data_stats(ns.config, ns.split, ns.write)
     if ns.cmd == "check":
         import json
 
@@ -309,6 +315,41 @@ def _data(argv: list[str]) -> int:
     given = {"num_train": ns.num_train, "num_val": ns.num_val, "num_test": ns.num_test, "size": ns.size}
     summary = entry.generator(root, seed=ns.seed, **{k: v for k, v in given.items() if v is not None})
     print(f"wrote the synthetic {dataset} data set to {root}: {summary}")
+    return 0
+
+
+def _data_stats(config: str, split: str, write: bool) -> int:
+    import shutil
+
+    import yaml
+
+    from mmsam.data.datasets import get_dataset_entry
+    from mmsam.data.stats import modality_stats
+
+    path = Path(config)
+    if not path.is_file():
+        raise ConfigError(f"{path}: config file not found")
+    try:
+        cfg = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
+    data = cfg.get("data") or {}
+    name = data.get("dataset", "deliver")
+    entry = get_dataset_entry(name)
+    options = dict(data.get("dataset_options") or {})
+    modalities = list(data.get("modalities") or entry.default_modalities)
+    if entry.prepare is not None:
+        entry.prepare(modalities, options)
+    root = data.get("root") or f"data/synthetic_{name}"
+    ds = entry.factory(root=root, split=split, modalities=modalities, transform=None, check=False, **options)
+    stats = modality_stats(ds, modalities)
+    snippet = yaml.safe_dump({"data": {"dataset_options": {"modality_stats": stats}}}, sort_keys=False, default_flow_style=None)
+    print(f"statistics of {len(ds)} {split} samples of {root}:\n{snippet}")
+    if write:
+        shutil.copyfile(path, path.with_name(path.name + ".bak"))
+        cfg.setdefault("data", {}).setdefault("dataset_options", {})["modality_stats"] = stats
+        path.write_text(yaml.safe_dump(cfg, sort_keys=False, default_flow_style=None))
+        print(f"wrote them into {path} (the original is {path.name}.bak; comments are not kept)")
     return 0
 
 

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, Optional, Sequence
 
 import lightning as L
+import numpy as np
 from torch.utils.data import DataLoader, Dataset, RandomSampler
 
 from mmsam.data.datasets import get_dataset_entry
@@ -92,6 +93,12 @@ class MultiModalDataModule(L.LightningDataModule):
         super().__init__()
         self.save_hyperparameters()
         self.entry = get_dataset_entry(dataset)
+        #: modality -> the registered spec its files are read and normalised with
+        self.spec_names: dict[str, str] = dict(getattr(self.entry.factory, "spec_names", {}) or {})
+        if self.entry.prepare is not None:
+            if not isinstance(dataset_options or {}, dict):
+                raise ConfigError(f"dataset_options must be a mapping, got {dataset_options!r}")
+            self.spec_names.update(self.entry.prepare(modalities, dict(dataset_options or {})) or {})
         self.modalities = validate_modalities(
             list(self.entry.default_modalities if modalities is None else modalities))
         self.missing_modalities = tuple(missing_modalities)
@@ -145,14 +152,27 @@ class MultiModalDataModule(L.LightningDataModule):
     # -- metadata --------------------------------------------------------------------------
     @property
     def num_classes(self) -> int:
-        return self.entry.num_classes
+        return len(self.class_names)
 
     @property
     def class_names(self) -> tuple[str, ...]:
+        if self.entry.classes_from_options:
+            classes = self.dataset_options.get("classes")
+            if not classes or isinstance(classes, str):
+                raise ConfigError(f"dataset {self.hparams.dataset!r} needs data.dataset_options.classes: the class names in id order")
+            return tuple(str(c) for c in classes)
         return self.entry.classes
 
     @property
     def palette(self) -> tuple[tuple[int, int, int], ...]:
+        if self.entry.classes_from_options:
+            pal = self.dataset_options.get("palette")
+            if pal:
+                return tuple(tuple(int(v) for v in c) for c in pal)
+            rng = np.random.default_rng(0)  # a fixed colour per class, black for class 0
+            colours = rng.integers(32, 256, size=(self.num_classes, 3)).tolist()
+            colours[0] = [0, 0, 0]
+            return tuple(tuple(c) for c in colours)
         return self.entry.palette
 
     @property

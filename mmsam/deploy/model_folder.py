@@ -89,7 +89,7 @@ def _modalities(data: Any) -> list[dict[str, Any]]:
     specs: dict[str, Any] = {}
     for ds in getattr(data, "datasets", {}).values():  # a built data set knows its layout's specs
         specs.update(getattr(ds, "specs", {}) or {})
-    names = dict(getattr(data.entry.factory, "spec_names", {}) or {})
+    names = dict(getattr(data, "spec_names", {}) or {})
     out = []
     for name in data.modalities:
         spec = specs.get(name) or get_modality(names.get(name, name))
@@ -212,11 +212,17 @@ def read_model_folder(folder: str | os.PathLike, *, checkpoint: str | os.PathLik
 
 
 def _register_modalities(info: Mapping[str, Any]) -> None:
-    """Check the folder's modalities against the registry (mean / std as trained)."""
-    from mmsam.data.modalities import get_modality
+    """Register the folder data set's own modalities; check the others against the registry
+    (mean / std as trained)."""
+    from mmsam.data.datasets.folder import register_folder_modalities
+    from mmsam.data.modalities import _REGISTRY, get_modality
 
     for m in info["modalities"]:
-        spec = get_modality(m.get("spec", m["name"]))
+        name, spec_name = m["name"], m.get("spec", m["name"])
+        if spec_name not in _REGISTRY:  # a modality of the folder data set
+            stats = {name: {"mean": m["mean"], "std": m["std"]}} if not spec_name.endswith("@folder") else None
+            register_folder_modalities([name], stats)
+        spec = get_modality(spec_name)
         if [float(v) for v in spec.mean] != [float(v) for v in m["mean"]] or [float(v) for v in spec.std] != [float(v) for v in m["std"]]:
             raise ConfigError(
                 f"modality {m['name']!r}: this installation normalises it with mean {list(spec.mean)} / std {list(spec.std)}, "

@@ -27,6 +27,7 @@ from mmsam.data.datasets import isprs as _isprs, mcubes as _mcubes, mmhunan as _
 from mmsam.data.datasets import muses as _muses
 from mmsam.data.datasets.isprs import ISPRSDataset, PotsdamDataset, VaihingenDataset
 from mmsam.data.datasets.mmhunan import MMHunanDataset
+from mmsam.data.datasets.folder import FolderDataset, folder_has_data, register_folder_modalities
 from mmsam.data.datasets.mcubes import MCubeSDataset
 from mmsam.data.datasets.muses import MusesDataset, MusesSDKDataset
 from mmsam.data.datasets import trans10k as _trans10k
@@ -47,6 +48,11 @@ class DatasetEntry:
     generator: Optional[Callable[..., dict]] = None          # generator(root, **kw) -> summary
     has_data: Optional[Callable[[Union[str, Path]], bool]] = None  # root holds samples?
     ignore_index: int = 255
+    #: Called with (modalities, dataset_options) before anything else reads them (the folder
+    #: data set registers its own modalities there); returns modality -> registered spec name.
+    prepare: Optional[Callable[[Any, dict], dict[str, str]]] = None
+    #: The classes / palette come from ``dataset_options`` (``classes``, ``palette``).
+    classes_from_options: bool = False
 
     @property
     def num_classes(self) -> int:
@@ -154,8 +160,17 @@ for _v, _factory in ((1, _trans10k.trans10k_v1), (2, _trans10k.trans10k_v2)):
         default_modalities=("rgb",), has_data=_trans10k.trans10k_has_data,
     ))
 
+def _folder_prepare(modalities: Any, options: dict) -> dict[str, str]:
+    return register_folder_modalities(list(modalities or ("rgb",)), options.get("modality_stats"))
+
+
+register_dataset(DatasetEntry(
+    name="folder", factory=FolderDataset, classes=(), palette=(), default_modalities=("rgb",),
+    has_data=folder_has_data, prepare=_folder_prepare, classes_from_options=True,
+))
+
 __all__ = [
-    "BinaryFolderDataset",
+    "BinaryFolderDataset", "FolderDataset",
     "DatasetEntry", "DeliverDataset", "ISPRSDataset", "MCubeSDataset", "MMHunanDataset",
     "MusesDataset", "MusesSDKDataset", "PotsdamDataset", "Trans10KDataset", "VaihingenDataset",
     "create_dataset", "get_dataset_entry",
