@@ -20,6 +20,7 @@ from typing import Any, Callable, Optional, Sequence, Union
 import numpy as np
 
 from mmsam.data.datasets import get_dataset_entry
+from mmsam.data.datasets.common import is_hidden
 from mmsam.data.modalities import read_image, read_npy
 from mmsam.data.transforms import IGNORE_INDEX
 from mmsam.errors import ConfigError, DataError
@@ -252,7 +253,7 @@ def _unreferenced(root: Path, expected: set[Path], scanned_splits: Optional[set[
         if scanned_splits is not None and split is None:
             continue  # a folder shared by all splits: only judged when all splits are checked
         for f in sorted(folder.iterdir()):
-            if f.is_file() and f.suffix in suffixes and f not in expected:
+            if f.is_file() and f.suffix in suffixes and f not in expected and not is_hidden(f):
                 report.problems.append(Problem(
                     split or "-", "unreferenced", str(f),
                     f"{f}: not referenced by any sample (renamed, or not in a split list?)"))

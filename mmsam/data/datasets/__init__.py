@@ -18,6 +18,7 @@ from mmsam.data.datasets.binary_folder import (
     BinaryFolderDataset,
     binary_folder_has_data,
 )
+from mmsam.data.datasets.common import visible_glob
 from mmsam.data.datasets.deliver import (
     DELIVER_CLASSES,
     DELIVER_PALETTE,
@@ -85,7 +86,7 @@ def create_dataset(name: str, **kwargs: Any) -> Dataset:
 
 
 def _deliver_has_data(root: Union[str, Path]) -> bool:
-    return any(Path(root).glob("img/*/*/*/*.png"))
+    return bool(visible_glob(root, "img/*/*/*/*.png"))
 
 
 def _deliver_generator(root: Union[str, Path], **kw: Any) -> dict:

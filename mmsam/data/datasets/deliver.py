@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from mmsam.data.datasets.base import MultiModalDataset
-from mmsam.data.datasets.common import read_id_image
+from mmsam.data.datasets.common import read_id_image, visible_glob
 from mmsam.data.transforms import IGNORE_INDEX, resize_nearest
 from mmsam.errors import DataError
 
@@ -124,7 +124,7 @@ class DeliverDataset(MultiModalDataset):
     # -- indexing ---------------------------------------------------------------------------
     def _index(self) -> list[DeliverSample]:
         pattern = f"img/*/{self.split}/*/*.png"
-        files = sorted(self.root.glob(pattern))
+        files = visible_glob(self.root, pattern)
         if not files:
             raise DataError(f"{self.root}: no DELIVER images match {pattern!r} "
                             f"(expected {self.root}/img/<condition>/{self.split}/<scene>/"
