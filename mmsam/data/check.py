@@ -186,6 +186,9 @@ class _SplitChecker:
         module = __import__(type(ds).__module__, fromlist=["_"])
         self.resizable = set(getattr(ds, "resizable", None) or getattr(module, "RESIZABLE", ()))
         self.left_offset = int(getattr(ds, "left_offset", 0) or 0)
+        #: The loader's own rule on a decoded file (e.g. DELIVER: 8-bit only), if it has one.
+        self.check_array: Optional[Callable[[str, Path, np.ndarray], None]] = getattr(
+            ds, "check_array", None)
 
     def problem(self, kind: str, path: Union[str, Path], message: str) -> None:
         self.report.problems.append(Problem(self.split, kind, str(path), message))
@@ -216,7 +219,10 @@ class _SplitChecker:
                         : self.num_classes]
                     self.hist[-1] += int((ids == IGNORE_INDEX).sum())
                 else:
-                    shapes[key] = tuple(_reader(self.ds, key, path)(path).shape[:2])
+                    array = _reader(self.ds, key, path)(path)
+                    if self.check_array is not None:
+                        self.check_array(key, path, array)
+                    shapes[key] = tuple(array.shape[:2])
             except DataError as exc:
                 kind = "label" if key == "label" and "label ids" in str(exc) else "unreadable"
                 self.problem(kind, path, str(exc))
