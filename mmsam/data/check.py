@@ -12,6 +12,7 @@ tiles, of which MFNet uses 16 / 24) set ``partial_folders`` and skip the unrefer
 """
 from __future__ import annotations
 
+import functools
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,7 +22,7 @@ import numpy as np
 
 from mmsam.data.datasets import get_dataset_entry
 from mmsam.data.datasets.common import is_hidden
-from mmsam.data.modalities import read_image, read_npy
+from mmsam.data.modalities import read_aolp, read_image, read_npy
 from mmsam.data.transforms import IGNORE_INDEX
 from mmsam.errors import ConfigError, DataError
 
@@ -169,9 +170,12 @@ def _label_reader(ds: Any) -> Callable[[Path], np.ndarray]:
 
 def _reader(ds: Any, key: str, path: Path) -> Callable[[Path], np.ndarray]:
     specs = getattr(ds, "specs", {})
-    if key in specs:
-        return specs[key].reader
-    return read_npy if path.suffix == ".npy" else read_image
+    reader = specs[key].reader if key in specs else (
+        read_npy if path.suffix == ".npy" else read_image)
+    left = int(getattr(ds, "left_offset", 0) or 0)
+    if left and reader in (read_npy, read_aolp):  # NaN only matters where the loader looks
+        return functools.partial(reader, left_offset=left)
+    return reader
 
 
 class _SplitChecker:
