@@ -184,6 +184,25 @@ def _report(argv: list[str]) -> int:
 _SYNTH_KINDS = {"aerial": "vaihingen"}
 
 
+def _parse_options(items: list[str]) -> dict[str, Any]:
+    """``["k=v", ...]`` -> ``{k: yaml(v)}``; ConfigError (one line) for a malformed or repeated item."""
+    import yaml
+
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        key = key.strip()
+        if not sep or not key.isidentifier():
+            raise ConfigError(f"--option {item!r}: expected KEY=VALUE with KEY a dataset option name")
+        if key in out:
+            raise ConfigError(f"--option {key} is given twice")
+        try:
+            out[key] = yaml.safe_load(value) if value.strip() else ""
+        except yaml.YAMLError:
+            out[key] = value
+    return out
+
+
 def _data(argv: list[str]) -> int:
     from mmsam.data.datasets import list_datasets
 
@@ -204,6 +223,9 @@ def _data(argv: list[str]) -> int:
     c.add_argument("--root", required=True)
     c.add_argument("--splits", nargs="*", default=None)
     c.add_argument("--modalities", nargs="*", default=None)
+    c.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
+                   help="a dataset constructor option, as data.dataset_options (repeatable; VALUE "
+                        "is read as YAML: --option split_scheme=official --option dsm_source=dsm)")
     c.add_argument("--json", action="store_true", help="print the report as JSON")
     ns = p.parse_args(argv)
     if ns.cmd == "check":
@@ -211,7 +233,8 @@ def _data(argv: list[str]) -> int:
 
         from mmsam.data.check import check_dataset
 
-        report = check_dataset(ns.dataset, ns.root, splits=ns.splits, modalities=ns.modalities, progress=True)
+        report = check_dataset(ns.dataset, ns.root, splits=ns.splits, modalities=ns.modalities,
+                               options=_parse_options(ns.option), progress=True)
         print(json.dumps(report.to_dict(), indent=2) if ns.json else report.format())
         return report.exit_code  # 0 clean, 1 problems listed, 2 no sample found
     from mmsam.data.datasets import get_dataset_entry

@@ -20,7 +20,7 @@ from typing import Any, Callable, Optional, Sequence, Union
 
 import numpy as np
 
-from mmsam.data.datasets import get_dataset_entry
+from mmsam.data.datasets import check_dataset_options, get_dataset_entry
 from mmsam.data.datasets.common import is_hidden
 from mmsam.data.modalities import read_aolp, read_image, read_npy
 from mmsam.data.transforms import IGNORE_INDEX
@@ -193,6 +193,10 @@ class _SplitChecker:
         #: The loader's own rule on a decoded file (e.g. DELIVER: 8-bit only), if it has one.
         self.check_array: Optional[Callable[[str, Path, np.ndarray], None]] = getattr(
             ds, "check_array", None)
+        #: Sizes a loader accepts besides the label's (DELIVER: low-res events); when it names
+        #: some for a key, that key's ``resizable`` no longer means "any size".
+        self.accepted_sizes: Optional[Callable[..., Sequence[tuple[int, int]]]] = getattr(
+            ds, "accepted_sizes", None)
 
     def problem(self, kind: str, path: Union[str, Path], message: str) -> None:
         self.report.problems.append(Problem(self.split, kind, str(path), message))
@@ -239,10 +243,13 @@ class _SplitChecker:
         ref = shapes[ref_key]
         ref_name = Path(sample.files[ref_key]).name
         for key, hw in shapes.items():
-            if hw != ref and key not in self.resizable:
-                path = sample.files[key]
-                self.problem("size", path, f"{path}: {hw[0]}x{hw[1]} (HxW) but {ref_name} is "
-                                           f"{ref[0]}x{ref[1]}")
+            others = tuple(self.accepted_sizes(key, ref)) if self.accepted_sizes else ()
+            if hw == ref or hw in others or (not others and key in self.resizable):
+                continue
+            path = sample.files[key]
+            also = "".join(f" (or {h}x{w} for {key})" for h, w in others)
+            self.problem("size", path, f"{path}: {hw[0]}x{hw[1]} (HxW) but {ref_name} is "
+                                       f"{ref[0]}x{ref[1]}{also}")
         if self.left_offset and ref[1] <= self.left_offset:
             path = sample.files[ref_key]
             self.problem("size", path, f"{path}: only {ref[1]} columns wide; the loader drops "
@@ -269,12 +276,27 @@ def _unreferenced(root: Path, expected: set[Path], scanned_splits: Optional[set[
                     f"{f}: not referenced by any sample (renamed, or not in a split list?)"))
 
 
+def _misplaced(ds: Any, wanted: set[str], report: CheckReport) -> None:
+    """Files the loader's layout does not reach (wrong folder depth), one problem each."""
+    root = Path(getattr(ds, "root", "."))
+    for f in ds.misplaced_files() if hasattr(ds, "misplaced_files") else []:
+        parts = f.relative_to(root).parts if f.is_relative_to(root) else f.parts
+        split = next((p for p in parts if p in getattr(ds, "splits", ())), "-")
+        if split != "-" and split not in wanted:
+            continue
+        rel = "/".join(parts)
+        report.problems.append(Problem(
+            split, "layout", str(f), f"{f}: not at the layout's folder depth, so no sample reads "
+                                     f"it ({rel}; move it or delete it)"))
+
+
 def check_dataset(
     name: str,
     root: Union[str, Path],
     *,
     splits: Optional[Sequence[str]] = None,
     modalities: Optional[Sequence[str]] = None,
+    options: Optional[dict[str, Any]] = None,
     progress: bool = False,
 ) -> CheckReport:
     """Verify the dataset ``name`` under ``root`` and return a :class:`CheckReport`.
@@ -285,12 +307,16 @@ def check_dataset(
         splits: splits to check (default: all of the dataset's splits). Folders shared by all
             splits (MCubeS) are scanned for unreferenced files only when all are checked.
         modalities: modalities to check (default: the dataset's default modalities).
+        options: extra keyword arguments of the dataset (``split_scheme``, ``dsm_source``, ...),
+            as ``data.dataset_options``; ConfigError naming an unknown key.
         progress: show a progress bar per split.
 
-    Raises ConfigError for an unknown dataset, split or modality; every data problem is
-    reported, not raised.
+    Raises ConfigError for an unknown dataset, split, modality or option; every data problem
+    is reported, not raised.
     """
     entry = get_dataset_entry(name)
+    options = check_dataset_options(name, dict(options or {}),
+                                    set_by="mmsam data check itself (--root, --splits, --modalities)")
     wanted = tuple(entry.splits if splits is None else splits)  # the loader validates names
     mods = tuple(entry.default_modalities if modalities is None else modalities)
     root = Path(root)
@@ -298,14 +324,23 @@ def check_dataset(
     expected_files: set[Path] = set()
     ds_root = root
     partial = False
+    misplaced_done = False
     for split in wanted:
         summary = SplitSummary(expected=REFERENCE_SPLIT_SIZES.get(name, {}).get(split))
         report.splits[split] = summary
         try:
-            ds = entry.factory(root=root, split=split, modalities=mods, check=False)
+            ds = entry.factory(root=root, split=split, modalities=mods, check=False, **options)
         except DataError as exc:
             report.problems.append(Problem(split, "index", _path_of(str(exc)), str(exc)))
             continue
+        except TypeError as exc:  # a factory taking **kwargs passed on an unknown option
+            if "unexpected keyword" not in str(exc) or not options:
+                raise
+            raise ConfigError(f"dataset {name!r}: {exc}; options given: "
+                              f"{', '.join(options)}") from None
+        if not misplaced_done:
+            misplaced_done = True
+            _misplaced(ds, set(wanted), report)
         ds_root = Path(getattr(ds, "root", root))
         partial = partial or bool(getattr(ds, "partial_folders", False))
         checker = _SplitChecker(ds, split, entry.num_classes, report)

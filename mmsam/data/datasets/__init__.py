@@ -6,6 +6,7 @@ transform, check, missing`` (a dataset may ignore filters it has no notion of) a
 """
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Optional, Union
@@ -78,6 +79,35 @@ def get_dataset_entry(name: str) -> DatasetEntry:
         raise ConfigError(
             f"unknown dataset {name!r}; known datasets: {', '.join(list_datasets())}"
         ) from None
+
+
+#: Keyword arguments every factory takes (set by its caller, not passed as dataset options).
+DATASET_PROTOCOL = ("root", "split", "modalities", "conditions", "cases", "transform", "check",
+                    "missing")
+
+
+def check_dataset_options(name: str, options: dict[str, Any],
+                          set_by: str = "the data module itself; use its own options "
+                                        "(root, modalities, conditions, ...)") -> dict[str, Any]:
+    """``options`` if dataset ``name`` takes them all as extra keyword arguments.
+
+    ConfigError (one line) for a protocol key (``set_by`` says who sets it) or a key the
+    factory does not accept, listing the ones it does. A factory taking ``**kwargs`` is
+    not checked here (its class raises for an unknown key).
+    """
+    if not isinstance(options, dict):
+        raise ConfigError(f"dataset_options must be a mapping, got {options!r}")
+    own = [k for k in options if k in DATASET_PROTOCOL]
+    if own:
+        raise ConfigError(f"dataset_options {own} are set by {set_by}")
+    params = inspect.signature(get_dataset_entry(name).factory).parameters
+    if not any(p.kind is p.VAR_KEYWORD for p in params.values()):
+        accepted = [k for k in params if k not in DATASET_PROTOCOL]
+        unknown = [k for k in options if k not in params]
+        if unknown:
+            raise ConfigError(f"dataset {name!r} has no option {unknown}; it accepts "
+                              f"{', '.join(accepted) or 'none'}")
+    return dict(options)
 
 
 def create_dataset(name: str, **kwargs: Any) -> Dataset:
@@ -159,6 +189,6 @@ __all__ = [
     "BinaryFolderDataset",
     "DatasetEntry", "DeliverDataset", "ISPRSDataset", "MCubeSDataset", "MMHunanDataset",
     "MusesDataset", "MusesSDKDataset", "PotsdamDataset", "Trans10KDataset", "VaihingenDataset",
-    "create_dataset", "get_dataset_entry",
+    "DATASET_PROTOCOL", "check_dataset_options", "create_dataset", "get_dataset_entry",
     "list_datasets", "register_dataset",
 ]

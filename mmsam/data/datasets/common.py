@@ -95,6 +95,27 @@ def find_file(folders: Sequence[PathLike], stem: str, suffixes: Sequence[str]) -
     return None
 
 
+def misplaced(base: PathLike, depth: int, suffix: str, splits: Sequence[str] = (),
+              split_at: Optional[int] = None) -> list[Path]:
+    """Visible ``*<suffix>`` files under ``base`` that a glob of ``depth`` levels misses.
+
+    A file is misplaced when its path below ``base`` has not ``depth`` parts, or (with
+    ``split_at``) its part ``split_at`` is not one of ``splits``. Such files are silently
+    skipped by the loaders' globs; ``mmsam data check`` reports them.
+    """
+    base = Path(base)
+    if not base.is_dir():
+        return []
+    out = []
+    for f in sorted(base.rglob(f"*{suffix}")):
+        if not f.is_file() or is_hidden(f, base):
+            continue
+        parts = f.relative_to(base).parts
+        if len(parts) != depth or (split_at is not None and parts[split_at] not in splits):
+            out.append(f)
+    return out
+
+
 def file_hw(path: PathLike) -> tuple[int, int]:
     """(H, W) of an image (header only) or a ``.npy`` plane (header only)."""
     p = Path(path)

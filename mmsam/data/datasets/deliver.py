@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from mmsam.data.datasets.base import MultiModalDataset
-from mmsam.data.datasets.common import read_id_image, visible_glob
+from mmsam.data.datasets.common import misplaced, read_id_image, visible_glob
 from mmsam.data.transforms import IGNORE_INDEX
 from mmsam.errors import DataError
 
@@ -185,6 +185,19 @@ class DeliverDataset(MultiModalDataset):
         files["label"] = path(*LABEL_FOLDER)
         case = next((c for c in DELIVER_FAILURES if c in scene), "normal")
         return DeliverSample(f"{condition}/{split}/{scene}/{frame}", condition, case, files)
+
+    # -- validation -------------------------------------------------------------------------
+    def accepted_sizes(self, key: str, hw: tuple[int, int]) -> tuple[tuple[int, int], ...]:
+        """``mmsam data check``: an event image may also have the low-resolution size of the
+        ``*_eventlowres`` scenes (:func:`eventlowres_hw`); any other mismatch is reported, though
+        the loader, as the reference, resizes whatever event size it finds."""
+        return (eventlowres_hw(hw),) if key == "event" else ()
+
+    def misplaced_files(self) -> list[Path]:
+        """PNGs under the read folders that are not at ``<condition>/<split>/<scene>/<file>``."""
+        folders = ["img"] + [DELIVER_FOLDERS[m][0] for m in self.modalities if m != "rgb"]
+        return [f for folder in folders + [LABEL_FOLDER[0]]
+                for f in misplaced(self.root / folder, 4, ".png", DELIVER_SPLITS, split_at=1)]
 
     # -- reading ----------------------------------------------------------------------------
     @staticmethod
