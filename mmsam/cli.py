@@ -6,6 +6,7 @@
     mmsam report --config ... --ckpt_path C --output DIR   # report.md + figures for one checkpoint
     mmsam data synth --dataset deliver --root data/synthetic_deliver
     mmsam data check --dataset deliver --root data/DELIVER
+    mmsam data check --dataset vaihingen --root data/Vaihingen --option split_scheme=official
 """
 from __future__ import annotations
 
