@@ -8,6 +8,7 @@
     mmsam predict --model model/ --input DIR --output OUT    # predict a folder of new captures
     mmsam data synth --dataset deliver --root data/synthetic_deliver
     mmsam data check --dataset deliver --root data/DELIVER
+    mmsam data check --dataset vaihingen --root data/Vaihingen --option split_scheme=official
 """
 from __future__ import annotations
 
@@ -267,6 +268,25 @@ def _predict_folder(argv: list[str]) -> int:
 _SYNTH_KINDS = {"aerial": "vaihingen"}
 
 
+def _parse_options(items: list[str]) -> dict[str, Any]:
+    """``["k=v", ...]`` -> ``{k: yaml(v)}``; ConfigError (one line) for a malformed or repeated item."""
+    import yaml
+
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        key = key.strip()
+        if not sep or not key.isidentifier():
+            raise ConfigError(f"--option {item!r}: expected KEY=VALUE with KEY a dataset option name")
+        if key in out:
+            raise ConfigError(f"--option {key} is given twice")
+        try:
+            out[key] = yaml.safe_load(value) if value.strip() else ""
+        except yaml.YAMLError:
+            out[key] = value
+    return out
+
+
 def _data(argv: list[str]) -> int:
     from mmsam.data.datasets import list_datasets
 
@@ -287,6 +307,9 @@ def _data(argv: list[str]) -> int:
     c.add_argument("--root", required=True)
     c.add_argument("--splits", nargs="*", default=None)
     c.add_argument("--modalities", nargs="*", default=None)
+    c.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
+                   help="a dataset constructor option, as data.dataset_options (repeatable; VALUE "
+                        "is read as YAML: --option split_scheme=official --option dsm_source=dsm)")
     c.add_argument("--json", action="store_true", help="print the report as JSON")
     st = sub.add_parser("stats", help="per-modality mean / std of the training split, for data.dataset_options.modality_stats")
     st.add_argument("--config", required=True, help="a YAML config whose data section names the data set")
@@ -300,7 +323,8 @@ def _data(argv: list[str]) -> int:
 
         from mmsam.data.check import check_dataset
 
-        report = check_dataset(ns.dataset, ns.root, splits=ns.splits, modalities=ns.modalities, progress=True)
+        report = check_dataset(ns.dataset, ns.root, splits=ns.splits, modalities=ns.modalities,
+                               options=_parse_options(ns.option), progress=True)
         print(json.dumps(report.to_dict(), indent=2) if ns.json else report.format())
         return report.exit_code  # 0 clean, 1 problems listed, 2 no sample found
     from mmsam.data.datasets import get_dataset_entry

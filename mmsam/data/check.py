@@ -12,6 +12,7 @@ tiles, of which MFNet uses 16 / 24) set ``partial_folders`` and skip the unrefer
 """
 from __future__ import annotations
 
+import functools
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,8 +20,9 @@ from typing import Any, Callable, Optional, Sequence, Union
 
 import numpy as np
 
-from mmsam.data.datasets import get_dataset_entry
-from mmsam.data.modalities import read_image, read_npy
+from mmsam.data.datasets import check_dataset_options, get_dataset_entry
+from mmsam.data.datasets.common import is_hidden
+from mmsam.data.modalities import read_aolp, read_image, read_npy
 from mmsam.data.transforms import IGNORE_INDEX
 from mmsam.errors import ConfigError, DataError
 
@@ -168,9 +170,12 @@ def _label_reader(ds: Any) -> Callable[[Path], np.ndarray]:
 
 def _reader(ds: Any, key: str, path: Path) -> Callable[[Path], np.ndarray]:
     specs = getattr(ds, "specs", {})
-    if key in specs:
-        return specs[key].reader
-    return read_npy if path.suffix == ".npy" else read_image
+    reader = specs[key].reader if key in specs else (
+        read_npy if path.suffix == ".npy" else read_image)
+    left = int(getattr(ds, "left_offset", 0) or 0)
+    if left and reader in (read_npy, read_aolp):  # NaN only matters where the loader looks
+        return functools.partial(reader, left_offset=left)
+    return reader
 
 
 class _SplitChecker:
@@ -185,6 +190,13 @@ class _SplitChecker:
         module = __import__(type(ds).__module__, fromlist=["_"])
         self.resizable = set(getattr(ds, "resizable", None) or getattr(module, "RESIZABLE", ()))
         self.left_offset = int(getattr(ds, "left_offset", 0) or 0)
+        #: The loader's own rule on a decoded file (e.g. DELIVER: 8-bit only), if it has one.
+        self.check_array: Optional[Callable[[str, Path, np.ndarray], None]] = getattr(
+            ds, "check_array", None)
+        #: Sizes a loader accepts besides the label's (DELIVER: low-res events); when it names
+        #: some for a key, that key's ``resizable`` no longer means "any size".
+        self.accepted_sizes: Optional[Callable[..., Sequence[tuple[int, int]]]] = getattr(
+            ds, "accepted_sizes", None)
 
     def problem(self, kind: str, path: Union[str, Path], message: str) -> None:
         self.report.problems.append(Problem(self.split, kind, str(path), message))
@@ -215,7 +227,10 @@ class _SplitChecker:
                         : self.num_classes]
                     self.hist[-1] += int((ids == IGNORE_INDEX).sum())
                 else:
-                    shapes[key] = tuple(_reader(self.ds, key, path)(path).shape[:2])
+                    array = _reader(self.ds, key, path)(path)
+                    if self.check_array is not None:
+                        self.check_array(key, path, array)
+                    shapes[key] = tuple(array.shape[:2])
             except DataError as exc:
                 kind = "label" if key == "label" and "label ids" in str(exc) else "unreadable"
                 self.problem(kind, path, str(exc))
@@ -228,10 +243,13 @@ class _SplitChecker:
         ref = shapes[ref_key]
         ref_name = Path(sample.files[ref_key]).name
         for key, hw in shapes.items():
-            if hw != ref and key not in self.resizable:
-                path = sample.files[key]
-                self.problem("size", path, f"{path}: {hw[0]}x{hw[1]} (HxW) but {ref_name} is "
-                                           f"{ref[0]}x{ref[1]}")
+            others = tuple(self.accepted_sizes(key, ref)) if self.accepted_sizes else ()
+            if hw == ref or hw in others or (not others and key in self.resizable):
+                continue
+            path = sample.files[key]
+            also = "".join(f" (or {h}x{w} for {key})" for h, w in others)
+            self.problem("size", path, f"{path}: {hw[0]}x{hw[1]} (HxW) but {ref_name} is "
+                                       f"{ref[0]}x{ref[1]}{also}")
         if self.left_offset and ref[1] <= self.left_offset:
             path = sample.files[ref_key]
             self.problem("size", path, f"{path}: only {ref[1]} columns wide; the loader drops "
@@ -252,10 +270,24 @@ def _unreferenced(root: Path, expected: set[Path], scanned_splits: Optional[set[
         if scanned_splits is not None and split is None:
             continue  # a folder shared by all splits: only judged when all splits are checked
         for f in sorted(folder.iterdir()):
-            if f.is_file() and f.suffix in suffixes and f not in expected:
+            if f.is_file() and f.suffix in suffixes and f not in expected and not is_hidden(f):
                 report.problems.append(Problem(
                     split or "-", "unreferenced", str(f),
                     f"{f}: not referenced by any sample (renamed, or not in a split list?)"))
+
+
+def _misplaced(ds: Any, wanted: set[str], report: CheckReport) -> None:
+    """Files the loader's layout does not reach (wrong folder depth), one problem each."""
+    root = Path(getattr(ds, "root", "."))
+    for f in ds.misplaced_files() if hasattr(ds, "misplaced_files") else []:
+        parts = f.relative_to(root).parts if f.is_relative_to(root) else f.parts
+        split = next((p for p in parts if p in getattr(ds, "splits", ())), "-")
+        if split != "-" and split not in wanted:
+            continue
+        rel = "/".join(parts)
+        report.problems.append(Problem(
+            split, "layout", str(f), f"{f}: not at the layout's folder depth, so no sample reads "
+                                     f"it ({rel}; move it or delete it)"))
 
 
 def check_dataset(
@@ -264,6 +296,7 @@ def check_dataset(
     *,
     splits: Optional[Sequence[str]] = None,
     modalities: Optional[Sequence[str]] = None,
+    options: Optional[dict[str, Any]] = None,
     progress: bool = False,
 ) -> CheckReport:
     """Verify the dataset ``name`` under ``root`` and return a :class:`CheckReport`.
@@ -274,12 +307,16 @@ def check_dataset(
         splits: splits to check (default: all of the dataset's splits). Folders shared by all
             splits (MCubeS) are scanned for unreferenced files only when all are checked.
         modalities: modalities to check (default: the dataset's default modalities).
+        options: extra keyword arguments of the dataset (``split_scheme``, ``dsm_source``, ...),
+            as ``data.dataset_options``; ConfigError naming an unknown key.
         progress: show a progress bar per split.
 
-    Raises ConfigError for an unknown dataset, split or modality; every data problem is
-    reported, not raised.
+    Raises ConfigError for an unknown dataset, split, modality or option; every data problem
+    is reported, not raised.
     """
     entry = get_dataset_entry(name)
+    options = check_dataset_options(name, dict(options or {}),
+                                    set_by="mmsam data check itself (--root, --splits, --modalities)")
     wanted = tuple(entry.splits if splits is None else splits)  # the loader validates names
     mods = tuple(entry.default_modalities if modalities is None else modalities)
     root = Path(root)
@@ -287,14 +324,23 @@ def check_dataset(
     expected_files: set[Path] = set()
     ds_root = root
     partial = False
+    misplaced_done = False
     for split in wanted:
         summary = SplitSummary(expected=REFERENCE_SPLIT_SIZES.get(name, {}).get(split))
         report.splits[split] = summary
         try:
-            ds = entry.factory(root=root, split=split, modalities=mods, check=False)
+            ds = entry.factory(root=root, split=split, modalities=mods, check=False, **options)
         except DataError as exc:
             report.problems.append(Problem(split, "index", _path_of(str(exc)), str(exc)))
             continue
+        except TypeError as exc:  # a factory taking **kwargs passed on an unknown option
+            if "unexpected keyword" not in str(exc) or not options:
+                raise
+            raise ConfigError(f"dataset {name!r}: {exc}; options given: "
+                              f"{', '.join(options)}") from None
+        if not misplaced_done:
+            misplaced_done = True
+            _misplaced(ds, set(wanted), report)
         ds_root = Path(getattr(ds, "root", root))
         partial = partial or bool(getattr(ds, "partial_folders", False))
         checker = _SplitChecker(ds, split, entry.num_classes, report)

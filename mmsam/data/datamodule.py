@@ -10,7 +10,6 @@ items, e.g. MFNet's 1000 iterations of random crops of random tiles. With
 """
 from __future__ import annotations
 
-import inspect
 import warnings
 from pathlib import Path
 from typing import Any, Optional, Sequence
@@ -19,7 +18,7 @@ import lightning as L
 import numpy as np
 from torch.utils.data import DataLoader, Dataset, RandomSampler
 
-from mmsam.data.datasets import get_dataset_entry
+from mmsam.data.datasets import DATASET_PROTOCOL, check_dataset_options, get_dataset_entry
 from mmsam.data.modalities import validate_modalities
 from mmsam.data.transforms import IGNORE_INDEX, eval_transform, train_transform
 from mmsam.errors import ConfigError, DataError
@@ -129,25 +128,11 @@ class MultiModalDataModule(L.LightningDataModule):
         self.root = Path(root if root is not None else f"data/synthetic_{dataset}")
         self.datasets: dict[str, Dataset] = {}
 
-    _PROTOCOL = ("root", "split", "modalities", "conditions", "cases", "transform", "check",
-                 "missing")
+    _PROTOCOL = DATASET_PROTOCOL
 
     def _check_dataset_options(self, dataset: str, options: dict[str, Any]) -> dict[str, Any]:
         """ConfigError for options the data module sets itself or the dataset does not take."""
-        if not isinstance(options, dict):
-            raise ConfigError(f"dataset_options must be a mapping, got {options!r}")
-        own = [k for k in options if k in self._PROTOCOL]
-        if own:
-            raise ConfigError(f"dataset_options {own} are set by the data module itself; use "
-                              f"its own options (root, modalities, conditions, ...)")
-        params = inspect.signature(self.entry.factory).parameters
-        if not any(p.kind is p.VAR_KEYWORD for p in params.values()):
-            accepted = [k for k in params if k not in self._PROTOCOL]
-            unknown = [k for k in options if k not in params]
-            if unknown:
-                raise ConfigError(f"dataset {dataset!r} has no option {unknown}; it accepts "
-                                  f"{', '.join(accepted) or 'none'}")
-        return dict(options)
+        return check_dataset_options(dataset, options)
 
     # -- metadata --------------------------------------------------------------------------
     @property

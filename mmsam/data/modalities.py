@@ -110,11 +110,12 @@ def _read_png16(path: Path) -> np.ndarray:
     return np.ascontiguousarray(arr.astype(np.uint16))
 
 
-def read_npy(path: PathLike) -> np.ndarray:
+def read_npy(path: PathLike, left_offset: int = 0) -> np.ndarray:
     """Read a ``.npy`` array of one HxW (or HxWx1) plane as HxWx1 float32.
 
     Raises DataError naming the file when it is missing, not a valid ``.npy`` file, not
-    numeric, not 2-D, or holds NaN/inf (as MCubeS' AoLP/DoLP arrays must not).
+    numeric, not 2-D, or holds NaN/inf (as MCubeS' AoLP/DoLP arrays must not) in the columns
+    from ``left_offset`` on (the part a loader that crops the left columns keeps).
     """
     p = Path(path)
     if not p.is_file():
@@ -130,7 +131,7 @@ def read_npy(path: PathLike) -> np.ndarray:
         arr = arr[:, :, 0]
     if arr.ndim != 2:
         raise DataError(f"{p}: expected an HxW array, got shape {tuple(arr.shape)}")
-    check_finite(arr, p)
+    check_finite(arr[:, left_offset:], p)
     return np.ascontiguousarray(arr.astype(np.float32))[:, :, None]
 
 
@@ -158,14 +159,15 @@ def sibling_path(path: PathLike, folder_from: str, folder_to: str) -> Path:
     return p.parent.parent / folder_to / p.name
 
 
-def read_aolp(path: PathLike) -> np.ndarray:
+def read_aolp(path: PathLike, left_offset: int = 0) -> np.ndarray:
     """MCubeS AoLP: ``polL_aolp_sin/<stem>.npy`` plus its ``polL_aolp_cos`` twin -> HxWx2.
 
-    ``path`` is the sine file; the cosine file has the same name in the sibling folder.
+    ``path`` is the sine file; the cosine file has the same name in the sibling folder. NaN/inf
+    are errors only from column ``left_offset`` on (see :func:`read_npy`).
     """
-    sin = read_npy(path)
+    sin = read_npy(path, left_offset)
     cos_path = sibling_path(path, "polL_aolp_sin", "polL_aolp_cos")
-    cos = read_npy(cos_path)
+    cos = read_npy(cos_path, left_offset)
     if cos.shape != sin.shape:
         raise DataError(f"{cos_path}: AoLP cosine is {cos.shape[0]}x{cos.shape[1]} (HxW) but the "
                         f"sine {Path(path).name} is {sin.shape[0]}x{sin.shape[1]}")

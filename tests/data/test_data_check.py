@@ -76,7 +76,7 @@ def test_corrupt_nan_wrong_size_and_bad_ids(mcubes_copy: Path) -> None:
     png.write_bytes(png.read_bytes()[:60])
     npy = mcubes_copy / "polL_aolp_cos" / f"{stems[1]}.npy"
     arr = np.load(npy)
-    arr[0, 0] = np.inf
+    arr[0, LEFT_OFFSET] = np.inf  # in the kept columns (the left 192 are never looked at)
     np.save(npy, arr)
     small = mcubes_copy / "polL_color" / f"{stems[2]}.png"
     Image.fromarray(np.zeros((10, 300, 3), np.uint8)).save(small)
@@ -138,3 +138,77 @@ def test_histogram_counts_the_cropped_label(mcubes_root: Path) -> None:
     ids = np.concatenate([g.ravel() for g in gt])
     expect = np.bincount(ids[ids != 255], minlength=20).tolist() + [int((ids == 255).sum())]
     assert report.class_pixels["val"] == expect
+
+
+def test_deliver_event_size_must_be_the_image_or_the_lowres_size(synth_copy: Path,
+                                                                  synth_info: dict) -> None:
+    size = synth_info["size"]
+    low = size * 512 // 1042
+    events = sorted(synth_copy.glob("event/*/train/*/*_event_front.png"))
+    normal = next(e for e in events if "_eventlowres" not in e.parent.name)
+    lowres = next(e for e in events if "_eventlowres" in e.parent.name)
+    assert Image.open(lowres).size == (low, low)
+    assert check_dataset("deliver", synth_copy, splits=["train"]).ok  # both sizes accepted
+    Image.fromarray(np.zeros((size - 5, size, 3), np.uint8)).save(normal)
+    Image.fromarray(np.zeros((low + 1, low + 1, 3), np.uint8)).save(lowres)
+    report = check_dataset("deliver", synth_copy, splits=["train"])
+    assert _kinds(report) == {"size": {normal.name, lowres.name}}
+    msgs = {p.path: p.message for p in report.problems}
+    assert f"{size - 5}x{size} (HxW)" in msgs[str(normal)]
+    assert f"(or {low}x{low} for event)" in msgs[str(lowres)]
+
+
+def test_deliver_files_at_the_wrong_depth_are_reported(synth_copy: Path) -> None:
+    rgb = sorted(synth_copy.glob("img/*/train/*/*_rgb_front.png"))[0]
+    deeper = rgb.parent / "extra" / rgb.name
+    deeper.parent.mkdir()
+    rgb.rename(deeper)  # the glob img/*/train/*/*.png no longer sees it
+    flat = sorted(synth_copy.glob("lidar/*/val/*/*_lidar_front.png"))[0]
+    moved = flat.parents[1] / flat.name
+    flat.rename(moved)
+    report = check_dataset("deliver", synth_copy, splits=["train"])
+    layout = [p for p in report.problems if p.kind == "layout"]
+    assert [(p.split, p.path) for p in layout] == [("train", str(deeper))]
+    assert "result: OK" not in report.format() and str(deeper) in report.format()
+    report = check_dataset("deliver", synth_copy)
+    assert {p.path for p in report.problems if p.kind == "layout"} == {str(deeper), str(moved)}
+
+
+def test_muses_camera_image_at_the_wrong_depth(muses_copy: Path) -> None:
+    cam = sorted(muses_copy.glob("frame_camera/train/fog/night/*.png"))[0]
+    cam.rename(cam.parents[1] / cam.name)
+    report = check_dataset("muses", muses_copy, splits=["train"])
+    assert [p.kind for p in report.problems] == ["layout"]
+    assert report.problems[0].path == str(cam.parents[1] / cam.name)
+
+
+def test_dataset_options_are_passed_and_unknown_keys_named(tmp_path: Path) -> None:
+    from test_data_potsdam import MFNET_TEST, MFNET_TRAIN, write_potsdam
+
+    from mmsam.cli import main
+
+    root = tmp_path / "Potsdam"
+    write_potsdam(root, MFNET_TRAIN + MFNET_TEST)
+    shutil.rmtree(root / "1_DSM_normalisation")
+    assert not check_dataset("potsdam", root).ok  # the nDSM is the default
+    assert check_dataset("potsdam", root, options={"dsm_source": "dsm"}).ok
+    with pytest.raises(ConfigError, match=r"dataset 'potsdam' has no option \['dsm'\]; it "
+                                          r"accepts .*dsm_source"):
+        check_dataset("potsdam", root, options={"dsm": "dsm"})
+    with pytest.raises(ConfigError, match="set by mmsam data check itself"):
+        check_dataset("potsdam", root, options={"split": "train"})
+    with pytest.raises(ConfigError, match="dsm_source"):
+        check_dataset("potsdam", root, options={"dsm_source": "lidar"})
+    args = ["data", "check", "--dataset", "potsdam", "--root", str(root)]
+    assert main(args + ["--option", "dsm_source=dsm", "--option", "cache_tiles=false"]) == 0
+    assert main(args + ["--option", "bogus=1"]) == 2
+    assert main(args + ["--option", "novalue"]) == 2
+
+
+def test_unknown_option_of_a_kwargs_factory(tmp_path: Path) -> None:
+    from test_data_trans10k import write_v2
+
+    write_v2(tmp_path)
+    assert check_dataset("trans10k_v2", tmp_path, options={}).ok
+    with pytest.raises(ConfigError, match="trans10k_v2.*bogus"):
+        check_dataset("trans10k_v2", tmp_path, options={"bogus": 1})

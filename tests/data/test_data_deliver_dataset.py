@@ -209,3 +209,42 @@ def test_palette_label_png_uses_indices(tmp_path: Path) -> None:
     img.save(tmp_path / "lab.png")
     assert Image.open(tmp_path / "lab.png").mode == "P"
     assert read_label(tmp_path / "lab.png").tolist() == [[255, 0, 6], [24, 255, 12]]
+
+
+def test_event_resize_is_interpolate_nearest_at_the_real_ratio() -> None:
+    """512 -> 1042: the reference's TF.resize(NEAREST) is F.interpolate(mode="nearest")."""
+    from mmsam.data.datasets.deliver import resize_event
+
+    ev = torch.randint(0, 256, (3, 512, 512), dtype=torch.uint8)
+    ref = torch.nn.functional.interpolate(ev[None].float(), size=(1042, 1042), mode="nearest")[0]
+    ours = resize_event(ev.float() / 255, (1042, 1042))
+    assert torch.equal(ours, ref / 255)
+    assert torch.equal(TF.resize(ev, [1042, 1042], TF.InterpolationMode.NEAREST).float(), ref)
+    exact = torch.nn.functional.interpolate(ev[None].float(), size=(1042, 1042),
+                                            mode="nearest-exact")[0]
+    assert (exact != ref).any(dim=0).float().mean() > 0.3  # the rule matters at this ratio
+
+
+def test_lowres_events_of_the_synthetic_set_match_the_reference(synth_root: Path,
+                                                                synth_info: dict) -> None:
+    size = synth_info["size"]
+    ds = DeliverDataset(synth_root, "train", modalities=["rgb", "event"], cases=["eventlowres"])
+    s = ds.samples[0]
+    raw = io.read_image(str(s.files["event"]))
+    assert raw.shape[-1] == size * 512 // 1042 and size % raw.shape[-1] != 0  # non-integer ratio
+    ref = torch.nn.functional.interpolate(raw[None].float(), size=(size, size), mode="nearest")[0]
+    assert torch.equal(ds[0]["modalities"]["event"], ref / 255)
+
+
+def test_16bit_event_is_refused_naming_the_file(synth_copy: Path) -> None:
+    from mmsam.data.check import check_dataset
+
+    victim = _first(synth_copy, "event", "event")
+    grey = np.array(Image.open(victim).convert("L")).astype(np.uint16) * 257
+    Image.fromarray(grey).save(victim)  # a 16-bit grey PNG
+    ds = DeliverDataset(synth_copy, "val")
+    idx = next(i for i, s in enumerate(ds.samples) if s.files["event"] == victim)
+    with pytest.raises(DataError, match=rf"{victim.name}: 16-bit uint16 image for event.*8-bit"):
+        ds[idx]
+    report = check_dataset("deliver", synth_copy, splits=["val"])
+    assert [(p.kind, Path(p.path).name) for p in report.problems] == [("unreadable", victim.name)]

@@ -153,12 +153,38 @@ def test_nan_in_npy_is_named_when_read(mcubes_copy: Path) -> None:
     stem = _stem(mcubes_copy, "val")
     victim = mcubes_copy / "polL_dolp" / f"{stem}.npy"
     arr = np.load(victim)
-    arr[3, 5] = np.nan
+    arr[3, LEFT_OFFSET + 5] = np.nan  # in the part the loader keeps
     np.save(victim, arr)
     ds = MCubeSDataset(mcubes_copy, "val")  # header-only check passes
     with pytest.raises(DataError, match="non-finite values \\(1 NaN, 0 inf\\)") as exc:
         ds[_index(ds, stem)]
     assert str(victim) in str(exc.value)
+
+
+def test_nan_in_the_cropped_columns_is_no_error(mcubes_copy: Path) -> None:
+    """The reference drops the left 192 columns without looking at them; so does the loader."""
+    from mmsam.data.check import check_dataset
+
+    stem = _stem(mcubes_copy, "val")
+    ds = MCubeSDataset(mcubes_copy, "val")
+    clean = ds[_index(ds, stem)]
+    for folder in ("polL_dolp", "polL_aolp_sin", "polL_aolp_cos"):
+        victim = mcubes_copy / folder / f"{stem}.npy"
+        arr = np.load(victim)
+        arr[:, :LEFT_OFFSET] = np.nan
+        arr[0, LEFT_OFFSET - 1] = np.inf
+        np.save(victim, arr)
+    item = ds[_index(ds, stem)]
+    for m in MODS:
+        assert torch.equal(item["modalities"][m], clean["modalities"][m]), m
+    assert check_dataset("mcubes", mcubes_copy).ok
+    arr[5, LEFT_OFFSET] = np.nan  # the first kept column of the AoLP cosine
+    np.save(victim, arr)
+    with pytest.raises(DataError, match=rf"{victim}: contains non-finite values \(1 NaN"):
+        ds[_index(ds, stem)]
+    report = check_dataset("mcubes", mcubes_copy, splits=["val"])
+    assert report.problems and all(p.kind == "unreadable" and str(victim) in p.message
+                                   for p in report.problems)  # via aolp and aolp_cos
 
 
 def test_wrong_npy_shape_is_named_with_both_shapes(mcubes_copy: Path) -> None:
@@ -206,3 +232,11 @@ def test_list_lines_keep_their_first_token(mcubes_copy: Path) -> None:
     (mcubes_copy / "list_folder" / "val.txt").write_text(
         "".join(f"{s} extra tokens\n" for s in stems) + "\n")
     assert [s.id for s in MCubeSDataset(mcubes_copy, "val").samples] == stems
+
+
+def test_list_file_with_a_utf8_bom(mcubes_copy: Path) -> None:
+    path = mcubes_copy / "list_folder" / "train.txt"
+    stems = read_list(path)
+    path.write_bytes(b"\xef\xbb\xbf" + "".join(f"{s}\r\n" for s in stems).encode())
+    assert read_list(path) == stems
+    assert [s.id for s in MCubeSDataset(mcubes_copy, "train").samples] == stems

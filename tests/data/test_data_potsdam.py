@@ -139,3 +139,22 @@ def test_one_column_short_ndsm_is_reported(potsdam) -> None:
         PotsdamDataset(root, "test")
     report = check_dataset("potsdam", root)
     assert report.exit_code == 1 and [p.kind for p in report.problems] == ["size"]
+
+
+@pytest.mark.parametrize("where", ["5_Labels_all", "flat"])
+def test_complete_release_labels_flat_or_in_labels_all(tmp_path: Path, where: str) -> None:
+    """5_Labels_all.zip unpacked into its own folder or flat in the root (torchgeo), .TIF names."""
+    root = tmp_path / "Potsdam"
+    tiles = write_potsdam(root, MFNET_TRAIN + MFNET_TEST, labels="5_Labels_all")
+    if where == "flat":
+        for folder in ("5_Labels_all", "5_Labels_all_noBoundary"):
+            for f in sorted((root / folder).iterdir()):
+                f.rename(root / (f.stem + ".TIF"))
+            (root / folder).rmdir()
+    train = PotsdamDataset(root, "train")
+    test = PotsdamDataset(root, "test")
+    assert len(train) == 18 and len(test) == 6
+    assert torch.equal(train[0]["label"], torch.from_numpy(tiles[MFNET_TRAIN[0]]["ids"]))
+    t = tiles[MFNET_TEST[0]]
+    assert torch.equal(test[0]["label"], torch.from_numpy(np.where(t["boundary"], 255, t["ids"])))
+    assert check_dataset("potsdam", root).ok

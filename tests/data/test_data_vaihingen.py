@@ -208,3 +208,45 @@ def test_parent_root_and_check_command(vaihingen) -> None:
     bad = check_dataset("vaihingen", root)
     assert bad.exit_code == 1
     assert any("area21_noBoundary" in p for p in bad.problem_paths())
+
+
+@pytest.mark.parametrize("layout", ["zip_folders", "flat"])
+def test_complete_release_layouts_and_extensions(tmp_path: Path, layout: str) -> None:
+    """GT as the COMPLETE zips unpack (own folder or flat in the root), .TIF / .tiff names."""
+    root = tmp_path / "Vaihingen"
+    tiles = write_vaihingen(root, MFNET_TRAIN + MFNET_TEST)
+    full, eroded = root / "gts_for_participants", root / "gts_eroded_for_participants"
+    if layout == "flat":  # torchgeo: ground_truth_COMPLETE.zip unpacked into the root
+        full_dst = eroded_dst = root
+    else:
+        full_dst = root / "ISPRS_semantic_labeling_Vaihingen_ground_truth_COMPLETE"
+        eroded_dst = root / "ISPRS_semantic_labeling_Vaihingen_ground_truth_eroded_COMPLETE"
+        full_dst.mkdir()
+        eroded_dst.mkdir()
+    for i, f in enumerate(sorted(full.iterdir())):
+        f.rename(full_dst / (f.stem + (".TIF" if i % 2 else ".tif")))
+    for i, f in enumerate(sorted(eroded.iterdir())):
+        f.rename(eroded_dst / (f.stem + (".tiff" if i % 2 else ".tif")))
+    full.rmdir()
+    eroded.rmdir()
+    top = root / "top" / "top_mosaic_09cm_area1.tif"
+    top.rename(top.with_suffix(".TIFF"))
+    (root / "top" / "._top_mosaic_09cm_area3.tif").write_bytes(b"\x00\x05\x16\x07")  # AppleDouble
+    train = VaihingenDataset(root, "train")
+    test = VaihingenDataset(root, "test")
+    assert len(train) == 12 and len(test) == 4
+    assert train.samples[0].files["irrg"].name == "top_mosaic_09cm_area1.TIFF"
+    assert train.samples[1].files["irrg"].name == "top_mosaic_09cm_area3.tif"
+    item = train[0]
+    assert torch.equal(item["label"], torch.from_numpy(tiles["1"]["ids"]))
+    t = tiles[MFNET_TEST[0]]
+    expected = torch.from_numpy(np.where(t["boundary"], 255, t["ids"]))
+    assert torch.equal(test[0]["label"], expected)
+    assert check_dataset("vaihingen", root).ok
+
+
+def test_missing_complete_release_label_names_the_participants_path(vaihingen) -> None:
+    root, _ = vaihingen
+    (root / "gts_for_participants" / "top_mosaic_09cm_area1.tif").unlink()
+    with pytest.raises(DataError, match=r"gts_for_participants/top_mosaic_09cm_area1\.tif: missing"):
+        VaihingenDataset(root, "train")

@@ -6,6 +6,7 @@ transform, check, missing`` (a dataset may ignore filters it has no notion of) a
 """
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Optional, Union
@@ -18,6 +19,7 @@ from mmsam.data.datasets.binary_folder import (
     BinaryFolderDataset,
     binary_folder_has_data,
 )
+from mmsam.data.datasets.common import visible_glob
 from mmsam.data.datasets.deliver import (
     DELIVER_CLASSES,
     DELIVER_PALETTE,
@@ -85,13 +87,42 @@ def get_dataset_entry(name: str) -> DatasetEntry:
         ) from None
 
 
+#: Keyword arguments every factory takes (set by its caller, not passed as dataset options).
+DATASET_PROTOCOL = ("root", "split", "modalities", "conditions", "cases", "transform", "check",
+                    "missing")
+
+
+def check_dataset_options(name: str, options: dict[str, Any],
+                          set_by: str = "the data module itself; use its own options "
+                                        "(root, modalities, conditions, ...)") -> dict[str, Any]:
+    """``options`` if dataset ``name`` takes them all as extra keyword arguments.
+
+    ConfigError (one line) for a protocol key (``set_by`` says who sets it) or a key the
+    factory does not accept, listing the ones it does. A factory taking ``**kwargs`` is
+    not checked here (its class raises for an unknown key).
+    """
+    if not isinstance(options, dict):
+        raise ConfigError(f"dataset_options must be a mapping, got {options!r}")
+    own = [k for k in options if k in DATASET_PROTOCOL]
+    if own:
+        raise ConfigError(f"dataset_options {own} are set by {set_by}")
+    params = inspect.signature(get_dataset_entry(name).factory).parameters
+    if not any(p.kind is p.VAR_KEYWORD for p in params.values()):
+        accepted = [k for k in params if k not in DATASET_PROTOCOL]
+        unknown = [k for k in options if k not in params]
+        if unknown:
+            raise ConfigError(f"dataset {name!r} has no option {unknown}; it accepts "
+                              f"{', '.join(accepted) or 'none'}")
+    return dict(options)
+
+
 def create_dataset(name: str, **kwargs: Any) -> Dataset:
     """Build dataset ``name`` with the factory's keyword arguments."""
     return get_dataset_entry(name).factory(**kwargs)
 
 
 def _deliver_has_data(root: Union[str, Path]) -> bool:
-    return any(Path(root).glob("img/*/*/*/*.png"))
+    return bool(visible_glob(root, "img/*/*/*/*.png"))
 
 
 def _deliver_generator(root: Union[str, Path], **kw: Any) -> dict:
@@ -173,6 +204,6 @@ __all__ = [
     "BinaryFolderDataset", "FolderDataset",
     "DatasetEntry", "DeliverDataset", "ISPRSDataset", "MCubeSDataset", "MMHunanDataset",
     "MusesDataset", "MusesSDKDataset", "PotsdamDataset", "Trans10KDataset", "VaihingenDataset",
-    "create_dataset", "get_dataset_entry",
+    "DATASET_PROTOCOL", "check_dataset_options", "create_dataset", "get_dataset_entry",
     "list_datasets", "register_dataset",
 ]

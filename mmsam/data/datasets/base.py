@@ -162,6 +162,16 @@ class MultiModalDataset(Dataset):
                        match_size=key not in self.resizable, size_prefix=self.size_prefix)
         return expected
 
+    def accepted_sizes(self, key: str, hw: tuple[int, int]) -> tuple[tuple[int, int], ...]:
+        """Sizes other than the reference size ``hw`` that ``mmsam data check`` accepts for the
+        file ``key`` (none by default; keys in ``resizable`` accept any size)."""
+        return ()
+
+    def misplaced_files(self) -> list[Path]:
+        """Files in the data set's folders that its layout does not reach (e.g. images one folder
+        too deep); ``mmsam data check`` reports them. None by default."""
+        return []
+
     def check(self) -> None:
         """Validate every sample's files (existence and header size); DataError on the first."""
         for s in self.samples:

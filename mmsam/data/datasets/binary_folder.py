@@ -24,6 +24,7 @@ import numpy as np
 import torch
 
 from mmsam.data.datasets.base import ImageMaskSample, SingleImageDataset
+from mmsam.data.datasets.common import visible_glob
 from mmsam.data.modalities import read_image
 from mmsam.data.transforms import resize_nearest
 from mmsam.errors import ConfigError, DataError
@@ -61,16 +62,16 @@ def read_label(path: Union[str, Path]) -> np.ndarray:
 
 def binary_folder_has_data(root: Union[str, Path]) -> bool:
     try:
-        return any(_csv_dir(Path(root)).glob("*.csv"))
+        return bool(visible_glob(_csv_dir(Path(root)), "*.csv"))
     except DataError:
         return False
 
 
 def _csv_dir(root: Path) -> Path:
-    if any(root.glob("*.csv")):
+    if visible_glob(root, "*.csv"):
         return root
     nested = root / root.name  # datasets/<task> -> datasets/<task>/<task>, as the official script reads
-    if any(nested.glob("*.csv")):
+    if visible_glob(nested, "*.csv"):
         return nested
     raise DataError(f"{root}: no split CSVs (train.csv, val.csv, test.csv or test_<subset>.csv) here or in {nested}")
 
@@ -118,7 +119,7 @@ class BinaryFolderDataset(SingleImageDataset):
         folder = _csv_dir(self.root)
         files = [folder / f"{self.split}.csv"]
         if self.split == "test" and not files[0].is_file():
-            files = sorted(folder.glob("test_*.csv"))
+            files = visible_glob(folder, "test_*.csv")
         files = [f for f in files if f.is_file()]
         if not files:
             raise DataError(f"{folder}: no {self.split}.csv" + (" or test_<subset>.csv" if self.split == "test" else ""))

@@ -53,6 +53,69 @@ def check_names(value: Optional[Sequence[str]], allowed: Sequence[str],
     return tuple(value)
 
 
+def is_hidden(path: PathLike, below: Optional[PathLike] = None) -> bool:
+    """True for a dot-file (``._x.png`` AppleDouble, ``.DS_Store``) or, with ``below``, a file
+    inside a dot-folder under ``below``. Python's ``glob.glob``, which the reference loaders use,
+    skips such names; ``Path.glob`` does not."""
+    p = Path(path)
+    if below is not None and p.is_relative_to(below):
+        return any(part.startswith(".") for part in p.relative_to(below).parts)
+    return p.name.startswith(".")
+
+
+def visible_glob(folder: PathLike, pattern: str) -> list[Path]:
+    """``sorted(folder.glob(pattern))`` without hidden entries (see :func:`is_hidden`)."""
+    folder = Path(folder)
+    return sorted(p for p in folder.glob(pattern) if not is_hidden(p, folder))
+
+
+def visible_files(folder: PathLike) -> list[Path]:
+    """The files directly in ``folder`` whose names do not start with '.', sorted ([] if none)."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    return sorted(f for f in folder.iterdir() if f.is_file() and not f.name.startswith("."))
+
+
+def find_file(folders: Sequence[PathLike], stem: str, suffixes: Sequence[str]) -> Optional[Path]:
+    """The first file ``<folder>/<stem><suffix>`` over ``folders`` (in order), the name compared
+    case-insensitively (``.TIF``, ``.tiff``); hidden files are never returned. None if absent."""
+    if stem.startswith("."):
+        return None
+    wanted = {f"{stem}{s}".lower() for s in suffixes}
+    for folder in folders:
+        folder = Path(folder)
+        exact = [folder / f"{stem}{s}" for s in suffixes]
+        hit = next((e for e in exact if e.is_file()), None)
+        if hit is not None:
+            return hit
+        hit = next((f for f in visible_files(folder) if f.name.lower() in wanted), None)
+        if hit is not None:
+            return hit
+    return None
+
+
+def misplaced(base: PathLike, depth: int, suffix: str, splits: Sequence[str] = (),
+              split_at: Optional[int] = None) -> list[Path]:
+    """Visible ``*<suffix>`` files under ``base`` that a glob of ``depth`` levels misses.
+
+    A file is misplaced when its path below ``base`` has not ``depth`` parts, or (with
+    ``split_at``) its part ``split_at`` is not one of ``splits``. Such files are silently
+    skipped by the loaders' globs; ``mmsam data check`` reports them.
+    """
+    base = Path(base)
+    if not base.is_dir():
+        return []
+    out = []
+    for f in sorted(base.rglob(f"*{suffix}")):
+        if not f.is_file() or is_hidden(f, base):
+            continue
+        parts = f.relative_to(base).parts
+        if len(parts) != depth or (split_at is not None and parts[split_at] not in splits):
+            out.append(f)
+    return out
+
+
 def file_hw(path: PathLike) -> tuple[int, int]:
     """(H, W) of an image (header only) or a ``.npy`` plane (header only)."""
     p = Path(path)

@@ -13,10 +13,11 @@ from typing import Any, Callable, Optional, Sequence, Union
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from mmsam.data.datasets.base import MultiModalDataset
-from mmsam.data.datasets.common import read_id_image
-from mmsam.data.transforms import IGNORE_INDEX, resize_nearest
+from mmsam.data.datasets.common import misplaced, read_id_image, visible_glob
+from mmsam.data.transforms import IGNORE_INDEX
 from mmsam.errors import DataError
 
 DELIVER_CLASSES: tuple[str, ...] = (
@@ -46,6 +47,31 @@ LABEL_FOLDER = ("semantic", "semantic")
 NUM_CLASSES = len(DELIVER_CLASSES)
 #: Modalities whose size may differ from RGB (resized with nearest, for ``eventlowres``).
 RESIZABLE = ("event",)
+#: Side of DELIVER's images and of the event images of ``*_eventlowres`` scenes.
+IMAGE_SIDE, EVENT_LOWRES_SIDE = 1042, 512
+
+
+def eventlowres_hw(hw: tuple[int, int]) -> tuple[int, int]:
+    """The event size expected in ``*_eventlowres`` scenes for images of size ``hw``.
+
+    512/1042 of each side, rounded down (512x512 for DELIVER's 1042x1042 images); the synthetic
+    generator writes its low-resolution events at this size, a non-integer ratio as in the data.
+    """
+    return tuple(max(1, v * EVENT_LOWRES_SIDE // IMAGE_SIDE) for v in hw)  # type: ignore[return-value]
+
+
+def resize_event(img: torch.Tensor, hw: tuple[int, int]) -> torch.Tensor:
+    """Resize a CxHxW event image to ``hw`` as the reference loader does.
+
+    The reference calls torchvision's ``resize(..., InterpolationMode.NEAREST)`` on a tensor,
+    which is ``F.interpolate(mode="nearest")``: output pixel i takes source pixel
+    floor(i * in / out) (not the pixel-centre rule of ``nearest-exact``). Nearest only picks
+    values, so resizing after the /255 scaling gives the reference's values exactly.
+    """
+    if tuple(img.shape[-2:]) == tuple(hw):
+        return img
+    out = F.interpolate(img[None].float(), size=tuple(hw), mode="nearest")[0]
+    return out.to(img.dtype)
 
 
 @dataclass(frozen=True)
@@ -124,7 +150,7 @@ class DeliverDataset(MultiModalDataset):
     # -- indexing ---------------------------------------------------------------------------
     def _index(self) -> list[DeliverSample]:
         pattern = f"img/*/{self.split}/*/*.png"
-        files = sorted(self.root.glob(pattern))
+        files = visible_glob(self.root, pattern)
         if not files:
             raise DataError(f"{self.root}: no DELIVER images match {pattern!r} "
                             f"(expected {self.root}/img/<condition>/{self.split}/<scene>/"
@@ -160,7 +186,41 @@ class DeliverDataset(MultiModalDataset):
         case = next((c for c in DELIVER_FAILURES if c in scene), "normal")
         return DeliverSample(f"{condition}/{split}/{scene}/{frame}", condition, case, files)
 
+    # -- validation -------------------------------------------------------------------------
+    def accepted_sizes(self, key: str, hw: tuple[int, int]) -> tuple[tuple[int, int], ...]:
+        """``mmsam data check``: an event image may also have the low-resolution size of the
+        ``*_eventlowres`` scenes (:func:`eventlowres_hw`); any other mismatch is reported, though
+        the loader, as the reference, resizes whatever event size it finds."""
+        return (eventlowres_hw(hw),) if key == "event" else ()
+
+    def misplaced_files(self) -> list[Path]:
+        """PNGs under the read folders that are not at ``<condition>/<split>/<scene>/<file>``."""
+        folders = ["img"] + [DELIVER_FOLDERS[m][0] for m in self.modalities if m != "rgb"]
+        return [f for folder in folders + [LABEL_FOLDER[0]]
+                for f in misplaced(self.root / folder, 4, ".png", DELIVER_SPLITS, split_at=1)]
+
     # -- reading ----------------------------------------------------------------------------
+    @staticmethod
+    def check_array(key: str, path: Path, array: np.ndarray) -> None:
+        """DataError unless ``array`` (a decoded modality file) is 8-bit.
+
+        The reference reads every file with torchvision's ``read_image``, which (in the
+        torchvision it pins, 0.10) refuses PNGs of more than 8 bits, and then divides by 255; a
+        16-bit file is therefore refused here rather than scaled some other way.
+        """
+        if array.dtype != np.uint8:
+            bits = array.dtype.itemsize * 8
+            raise DataError(f"{path}: {bits}-bit {array.dtype} image for {key}; DELIVER files are "
+                            f"8-bit PNGs (the reference loader reads 8-bit only and divides by 255)")
+
+    def _load(self, m: str, path: Path) -> torch.Tensor:
+        """Modality ``m`` from ``path`` as a 3xHxW float tensor in [0, 1] (8-bit files only)."""
+        spec = self.specs[m]
+        arr = spec.reader(path)
+        self.check_array(m, path, arr)
+        three = spec.to_three(arr)
+        return torch.from_numpy(np.ascontiguousarray(three.transpose(2, 0, 1)))
+
     def __getitem__(self, index: int) -> dict[str, Any]:
         s = self.samples[index]
         self._check_sample(s)
@@ -168,8 +228,8 @@ class DeliverDataset(MultiModalDataset):
         hw = tuple(label.shape)
         images = {}
         for m in self._to_read:
-            img = self.specs[m].load(s.files[m])
+            img = self._load(m, s.files[m])
             if tuple(img.shape[-2:]) != hw:  # only RESIZABLE modalities get here
-                img = resize_nearest(img, hw)
+                img = resize_event(img, hw)
             images[m] = img
         return self._item(images, label, s.id, s.condition, s.case)

@@ -14,7 +14,14 @@ Potsdam (``<root>`` or ``<root>/Potsdam``; tile id ``<row>_<col>``, DSM names ze
     1_DSM_normalisation/dsm_potsdam_{rr_cc}_normalized_lastools.jpg   nDSM, 8-bit (modality dsm)
     1_DSM/dsm_potsdam_{rr_cc}.tif                         DSM, float (dsm_source="dsm")
     5_Labels_for_participants[_no_Boundary]/top_potsdam_{id}_label[_noBoundary].tif
-    (or 5_Labels_all[_noBoundary]/ for tiles whose GT came with the complete release)
+    (or 5_Labels_all[_noBoundary]/ or flat in the root, as 5_Labels_all.zip unpacks and
+    torchgeo's Potsdam2D reads it, for the complete release)
+
+Vaihingen's complete-release GT is found the same way: ``gts_[eroded_]for_participants/``, a
+folder named after the zip (``ISPRS_semantic_labeling_Vaihingen_ground_truth[_eroded]_COMPLETE/``)
+or flat in the root (the zip unpacked in place, as torchgeo's Vaihingen2D reads it). Every file
+may end in ``.tif`` or ``.tiff`` in any letter case (``.TIF``; the nDSM ``.jpg`` / ``.jpeg``);
+hidden files (``._*`` AppleDouble copies) are never taken.
 
 Labels are RGB colour codes mapped by the ISPRS palette (reference/datasets.md §4); black
 (0, 0, 0), the eroded GT's boundary band (MFNet's "undefined"), becomes 255; any other colour
@@ -41,6 +48,7 @@ import numpy as np
 import torch
 
 from mmsam.data.datasets.base import MultiModalDataset
+from mmsam.data.datasets.common import find_file, visible_glob
 from mmsam.data.modalities import minmax_normalise, read_elevation, read_raster, to_three_channels
 from mmsam.data.transforms import IGNORE_INDEX
 from mmsam.errors import ConfigError, DataError
@@ -57,6 +65,9 @@ NUM_CLASSES = len(ISPRS_CLASSES)
 ISPRS_SPLITS = ("train", "val", "test")
 SPLIT_SCHEMES = ("mfnet", "official")
 ELEVATION = ("dsm",)
+#: File name endings accepted (compared case-insensitively, so ``.TIF`` matches too).
+TIF_SUFFIXES = (".tif", ".tiff")
+JPG_SUFFIXES = (".jpg", ".jpeg")
 
 VAIHINGEN_TILES: dict[str, dict[str, tuple[str, ...]]] = {
     "mfnet": {"train": ("1", "3", "23", "26", "7", "11", "13", "28", "17", "32", "34", "37"),
@@ -225,6 +236,14 @@ class ISPRSDataset(MultiModalDataset):
         """The file paths of tile ``tile`` (its modalities and the split's label)."""
         raise NotImplementedError
 
+    def _find(self, folders: Sequence[str], stem: str,
+              suffixes: Sequence[str] = TIF_SUFFIXES) -> Path:
+        """``<root>/<folder>/<stem><suffix>`` for the first folder holding it (``""`` = the root
+        itself; suffix in any letter case); the first candidate if none does (it is then
+        reported missing under its canonical name)."""
+        folders = [self.root / f if f else self.root for f in folders]
+        return find_file(folders, stem, suffixes) or folders[0] / f"{stem}{suffixes[0]}"
+
     # -- reading ----------------------------------------------------------------------------
     def _read_tile(self, s: TileSample) -> _Tile:
         label = colours_to_ids(read_raster(s.files["label"]), s.files["label"])
@@ -292,19 +311,23 @@ class VaihingenDataset(ISPRSDataset):
     provided_modalities = ("irrg", "dsm")
     default_modalities = ("irrg", "dsm")
     tiles = VAIHINGEN_TILES
+    #: Where the full / eroded GT may be, in order ("" = flat in the root).
+    label_folders = ("gts_for_participants",
+                     "ISPRS_semantic_labeling_Vaihingen_ground_truth_COMPLETE", "")
+    eroded_label_folders = ("gts_eroded_for_participants",
+                            "ISPRS_semantic_labeling_Vaihingen_ground_truth_eroded_COMPLETE", "")
 
     @classmethod
     def _looks_like(cls, root: Path) -> bool:
         return (root / "top").is_dir()
 
     def sample(self, tile: str) -> TileSample:
-        r = self.root
-        files = {"irrg": r / "top" / f"top_mosaic_09cm_area{tile}.tif",
-                 "dsm": r / "dsm" / f"dsm_09cm_matching_area{tile}.tif"}
-        files = {m: files[m] for m in self.modalities}
-        files["label"] = (r / "gts_eroded_for_participants"
-                          / f"top_mosaic_09cm_area{tile}_noBoundary.tif" if self.eroded
-                          else r / "gts_for_participants" / f"top_mosaic_09cm_area{tile}.tif")
+        name = f"top_mosaic_09cm_area{tile}"
+        finders = {"irrg": lambda: self._find(["top"], name),
+                   "dsm": lambda: self._find(["dsm"], f"dsm_09cm_matching_area{tile}")}
+        files = {m: finders[m]() for m in self.modalities}
+        files["label"] = (self._find(self.eroded_label_folders, f"{name}_noBoundary")
+                          if self.eroded else self._find(self.label_folders, name))
         return TileSample(f"area{tile}", files)
 
 
@@ -330,8 +353,10 @@ class PotsdamDataset(ISPRSDataset):
     spec_names = {"rgb": "ortho_rgb"}
     tiles = POTSDAM_TILES
     default_modalities = ("rgb", "dsm")
-    label_folders = ("5_Labels_for_participants", "5_Labels_all")
-    eroded_label_folders = ("5_Labels_for_participants_no_Boundary", "5_Labels_all_noBoundary")
+    #: Where the full / eroded GT may be, in order ("" = flat in the root).
+    label_folders = ("5_Labels_for_participants", "5_Labels_all", "")
+    eroded_label_folders = ("5_Labels_for_participants_no_Boundary", "5_Labels_all_noBoundary",
+                            "")
 
     def __init__(
         self,
@@ -360,31 +385,36 @@ class PotsdamDataset(ISPRSDataset):
         return (root / "4_Ortho_RGBIR").is_dir() or (root / "5_Labels_for_participants").is_dir()
 
     def _label_path(self, tile: str) -> Path:
-        """The participants' GT, else the complete release's (``5_Labels_all*``)."""
-        folders = self.eroded_label_folders if self.eroded else self.label_folders
-        name = f"top_potsdam_{tile}_label{'_noBoundary' if self.eroded else ''}.tif"
-        cands = [self.root / f / name for f in folders]
-        return next((c for c in cands if c.is_file()), cands[0])
+        """The participants' GT, else the complete release's (``5_Labels_all*`` or flat)."""
+        if self.eroded:
+            return self._find(self.eroded_label_folders, f"top_potsdam_{tile}_label_noBoundary")
+        return self._find(self.label_folders, f"top_potsdam_{tile}_label")
 
     def sample(self, tile: str) -> TileSample:
-        r, pad = self.root, potsdam_padded(tile)
-        dsm = (r / "1_DSM_normalisation" / f"dsm_potsdam_{pad}_normalized_lastools.jpg"
-               if self.dsm_source == "ndsm" else r / "1_DSM" / f"dsm_potsdam_{pad}.tif")
-        files = {"rgb": r / "4_Ortho_RGBIR" / f"top_potsdam_{tile}_RGBIR.tif",
-                 "irrg": r / "3_Ortho_IRRG" / f"top_potsdam_{tile}_IRRG.tif", "dsm": dsm}
-        files = {m: files[m] for m in self.modalities}
+        pad = potsdam_padded(tile)
+        finders = {
+            "rgb": lambda: self._find(["4_Ortho_RGBIR"], f"top_potsdam_{tile}_RGBIR"),
+            "irrg": lambda: self._find(["3_Ortho_IRRG"], f"top_potsdam_{tile}_IRRG"),
+            "dsm": lambda: (self._find(["1_DSM_normalisation"],
+                                       f"dsm_potsdam_{pad}_normalized_lastools", JPG_SUFFIXES)
+                            if self.dsm_source == "ndsm"
+                            else self._find(["1_DSM"], f"dsm_potsdam_{pad}")),
+        }
+        files = {m: finders[m]() for m in self.modalities}
         files["label"] = self._label_path(tile)
         return TileSample(tile, files)
 
 
 def vaihingen_has_data(root: Union[str, Path]) -> bool:
     """True if ``root`` (or ``root/Vaihingen``) holds IRRG tiles."""
-    return any(VaihingenDataset.resolve_root(root).glob("top/top_mosaic_09cm_area*.tif"))
+    return any(p.suffix.lower() in TIF_SUFFIXES for p in visible_glob(
+        VaihingenDataset.resolve_root(root), "top/top_mosaic_09cm_area*"))
 
 
 def potsdam_has_data(root: Union[str, Path]) -> bool:
     """True if ``root`` (or ``root/Potsdam``) holds RGBIR tiles."""
-    return any(PotsdamDataset.resolve_root(root).glob("4_Ortho_RGBIR/top_potsdam_*_RGBIR.tif"))
+    return any(p.suffix.lower() in TIF_SUFFIXES for p in visible_glob(
+        PotsdamDataset.resolve_root(root), "4_Ortho_RGBIR/top_potsdam_*_RGBIR.*"))
 
 
 def generate_vaihingen(root: Union[str, Path], **kw: Any) -> dict:

@@ -23,6 +23,7 @@ import torch
 
 from mmsam.data.datasets.base import MultiModalDataset
 from mmsam.data.datasets.common import check_label_ids, read_id_image
+from mmsam.data.modalities import read_aolp, read_npy
 from mmsam.errors import ConfigError, DataError
 
 MCUBES_CLASSES: tuple[str, ...] = (
@@ -72,12 +73,15 @@ def resolve_root(root: Union[str, Path]) -> Path:
 
 
 def read_list(path: Union[str, Path]) -> list[str]:
-    """Stems of a list file: first token of each non-empty line (DataError if unreadable)."""
+    """Stems of a list file: first token of each non-empty line (DataError if unreadable).
+
+    Read as UTF-8 with an optional byte-order mark (a BOM would otherwise become part of the
+    first stem, which then names no file)."""
     p = Path(path)
     if not p.is_file():
         raise DataError(f"{p}: split list file not found")
     try:
-        lines = p.read_text().splitlines()
+        lines = p.read_text(encoding="utf-8-sig").splitlines()  # a leading BOM is dropped
     except (OSError, UnicodeDecodeError) as exc:
         raise DataError(f"{p}: cannot read split list ({type(exc).__name__}: {exc})") from exc
     return [line.split()[0] for line in lines if line.strip()]
@@ -174,9 +178,21 @@ class MCubeSDataset(MultiModalDataset):
         label = torch.from_numpy(read_label(s.files["label"])[:, left:].copy())
         images = {}
         for m in self._to_read:
-            img = self.specs[m].load(s.files[m])[:, :, left:].contiguous()
-            images[m] = self._match(s.files[m], img, label, " after the crop")
+            images[m] = self._match(s.files[m], self._load(m, s.files[m]), label,
+                                    " after the crop")
         return self._item(images, label, s.id)
+
+    def _load(self, m: str, path: Path) -> torch.Tensor:
+        """Modality ``m`` cropped by ``left_offset`` as a 3xHxW tensor.
+
+        The crop comes before the conversion, so NaN/inf in the dropped columns, which the
+        reference never looks at, are no error; in the kept part they are (naming the file).
+        """
+        spec = self.specs[m]
+        arr = (spec.reader(path, self.left_offset) if spec.reader in (read_npy, read_aolp)
+               else spec.reader(path))
+        three = spec.to_three(np.ascontiguousarray(arr[:, self.left_offset:]))
+        return torch.from_numpy(np.ascontiguousarray(three.transpose(2, 0, 1)))
 
 
 def has_data(root: Union[str, Path]) -> bool:

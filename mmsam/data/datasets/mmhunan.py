@@ -23,7 +23,7 @@ import torch
 from PIL import Image
 
 from mmsam.data.datasets.base import MultiModalDataset
-from mmsam.data.datasets.common import check_label_ids
+from mmsam.data.datasets.common import check_label_ids, visible_glob
 from mmsam.data.datasets.mmhunan_splits import MMHUNAN_TEST_IDS, MMHUNAN_TRAIN_IDS
 from mmsam.data.modalities import read_raster
 from mmsam.data.transforms import IGNORE_INDEX
@@ -152,4 +152,4 @@ class MMHunanDataset(MultiModalDataset):
 
 def has_data(root: Union[str, Path]) -> bool:
     """True if ``root`` (or ``root/Hunan``) holds optical PNGs."""
-    return any(resolve_root(root).glob("images_png/*.png"))
+    return bool(visible_glob(resolve_root(root), "images_png/*.png"))

@@ -28,7 +28,7 @@ import numpy as np
 import torch
 
 from mmsam.data.datasets.base import MultiModalDataset
-from mmsam.data.datasets.common import check_label_ids, read_id_image
+from mmsam.data.datasets.common import check_label_ids, misplaced, read_id_image, visible_glob
 from mmsam.data.transforms import IGNORE_INDEX
 from mmsam.errors import ConfigError, DataError
 
@@ -162,7 +162,7 @@ class MusesDataset(MultiModalDataset):
     # -- indexing ---------------------------------------------------------------------------
     def _index(self) -> list[MusesSample]:
         pattern = f"{CAMERA}/{self.split}/*/*/*.png"
-        files = sorted(self.root.glob(pattern))
+        files = visible_glob(self.root, pattern)
         if not files:
             raise DataError(f"{self.root}: no MUSES frame-camera images match {pattern!r} "
                             f"(expected {self.root}/{CAMERA}/{self.split}/<weather>/<tod>/"
@@ -202,6 +202,10 @@ class MusesDataset(MultiModalDataset):
         return self.root / folder / rel / f"{stem}_{folder}.png"
 
     # -- validation -------------------------------------------------------------------------
+    def misplaced_files(self) -> list[Path]:
+        """Frame-camera PNGs not at ``<split>/<weather>/<tod>/<file>`` (the glob skips them)."""
+        return misplaced(self.root / CAMERA, 4, ".png", self.splits, split_at=0)
+
     def _needed(self, s: MusesSample) -> list[str]:
         return [k for k in super()._needed(s) if self.labelled or k != "label"]
 
@@ -240,7 +244,7 @@ class MusesSDKDataset(MusesDataset):
 
 def has_data(root: Union[str, Path]) -> bool:
     """True if ``root`` holds MUSES frame-camera images."""
-    return any(Path(root).glob(f"{CAMERA}/*/*/*/*.png"))
+    return bool(visible_glob(root, f"{CAMERA}/*/*/*/*.png"))
 
 
 def generate(root: Union[str, Path], **kw: Any) -> dict:

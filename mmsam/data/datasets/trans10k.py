@@ -29,7 +29,7 @@ import numpy as np
 import torch
 
 from mmsam.data.datasets.base import ImageMaskSample, SingleImageDataset
-from mmsam.data.datasets.common import check_label_ids, check_names, read_id_image
+from mmsam.data.datasets.common import check_label_ids, check_names, read_id_image, visible_glob
 from mmsam.data.modalities import read_image
 from mmsam.errors import ConfigError, DataError
 
@@ -126,7 +126,7 @@ class Trans10KDataset(SingleImageDataset):
         for case, images, masks in self._folders():
             if not images.is_dir():
                 raise DataError(f"{images}: missing Trans10K-v{self.version} image folder for split {self.split!r}")
-            for image in sorted(images.glob("*.jpg")):
+            for image in visible_glob(images, "*.jpg"):
                 sid = "/".join(p for p in (_FOLDER[self.split], case, image.stem) if p)
                 samples.append(Trans10KSample(sid, case, image, masks / f"{image.stem}_mask.png"))
         if not samples:
@@ -159,4 +159,4 @@ def trans10k_v2(**kwargs: Any) -> Trans10KDataset:
 
 
 def trans10k_has_data(root: Union[str, Path]) -> bool:
-    return any(Path(root).glob("train/images/*.jpg"))
+    return bool(visible_glob(root, "train/images/*.jpg"))

@@ -1,7 +1,7 @@
 """Write a synthetic driving set in DELIVER's official layout and encodings.
 
 ``{img,hha,event,lidar,semantic}/<condition>/<split>/<scene>/<frame>_<tag>_front.png``:
-RGB 3-ch, HHA 3-ch, event 3-ch (half size in ``*_eventlowres`` scenes), LiDAR 1-ch,
+RGB 3-ch, HHA 3-ch, event 3-ch (512/1042 of the size in ``*_eventlowres`` scenes), LiDAR 1-ch,
 semantic 1-ch with DELIVER ids 1..25 (0 = unlabeled). Deterministic from the seed: the same
 seed gives byte-identical files. A marker ``mmsam_synthetic.json`` records the parameters.
 """
@@ -96,7 +96,7 @@ def generate_deliver(
     if bar is not None:
         bar.close()
     info = {
-        "generator": "mmsam.synthetic.deliver", "version": 1, "seed": seed, "size": size,
+        "generator": "mmsam.synthetic.deliver", "version": 2, "seed": seed, "size": size,
         "splits": counts, "conditions": dict(sorted(cond_count.items())),
         "cases": dict(sorted(case_count.items())), "files": len(plans) * len(FILES),
     }

@@ -5,14 +5,15 @@ Each modality misses something on purpose:
   rain, clipped or crushed under over/under exposure, smeared with motion blur.
 - HHA (depth): exact geometry, but road, road line, sidewalk and terrain are one plane.
 - Events: log-intensity change between two ego poses; only edges and moving things, works
-  in the dark (log response), weakened by fog, noisy at night / in rain; half resolution
-  in ``eventlowres`` scenes.
+  in the dark (log response), weakened by fog, noisy at night / in rain; in
+  ``eventlowres`` scenes at 512/1042 of the image size (a non-integer ratio, as in DELIVER).
 - LiDAR: depth on H/4 (8..64) sparse scan lines; drop-outs in rain/fog, jitter in ``lidarjitter``.
 """
 from __future__ import annotations
 
 import numpy as np
 
+from mmsam.data.datasets.deliver import eventlowres_hw
 from mmsam.data.synthetic.driving import UNLABELED, Layout, render, sample_layout, value_noise
 
 # sky top / bottom colour, ground & vertical irradiance, light colour, camera gain, noise,
@@ -110,10 +111,13 @@ def camera(rad: np.ndarray, condition: str, case: str, rng: np.random.Generator)
     return np.clip(np.round(img * 255.0), 0, 255).astype(np.uint8)
 
 
-def _block_max(img: np.ndarray) -> np.ndarray:
+def _lowres_max(img: np.ndarray) -> np.ndarray:
+    """Max over the source block of each pixel of the :func:`eventlowres_hw` grid (blocks of
+    floor / ceil of a non-integer ratio), so no event is lost; deterministic."""
     H, W = img.shape[:2]
-    p = np.pad(img, ((0, H % 2), (0, W % 2), (0, 0)))
-    return p.reshape(p.shape[0] // 2, 2, p.shape[1] // 2, 2, -1).max(axis=(1, 3))
+    h, w = eventlowres_hw((H, W))
+    rows = np.maximum.reduceat(img, (np.arange(h) * H) // h, axis=0)
+    return np.maximum.reduceat(rows, (np.arange(w) * W) // w, axis=1)
 
 
 def events(rad_a: np.ndarray, rad_b: np.ndarray, condition: str, case: str,
@@ -127,7 +131,7 @@ def events(rad_a: np.ndarray, rad_b: np.ndarray, condition: str, case: str,
     on, off = e > EVENT_THRESHOLD, e < -EVENT_THRESHOLD
     img = np.stack([np.where(on, mag, 0), np.where(off, mag, 0), (on | off) * 255.0], -1)
     img = np.round(img).astype(np.uint8)
-    return _block_max(img) if case == "eventlowres" else img
+    return _lowres_max(img) if case == "eventlowres" else img
 
 
 def encode_inverse_depth(depth: np.ndarray) -> np.ndarray:
