@@ -79,6 +79,11 @@ class SegmentationTask(pl.LightningModule):
             (percent), printed under the per-class table. Monitor ``val/Smeasure`` (max) or
             ``val/BER`` (min) for the official Conv-LoRA model selection on polyp / camouflage /
             SBU shadow (convlora.md §3). Costs CPU time per image (pysodmetrics). Default off.
+            It also logs ``{val,test}/Binary_IoU`` (foreground IoU per image, averaged over images:
+            the official ``Binary_IoU`` of leaf / road / ISIC). A list of score names (e.g.
+            ``[Binary_IoU]``) computes and logs only those.
+        ignore_in_union: predictions on ignored pixels count in the IoU union of the predicted class
+            (AutoGluon ``Multiclass_IoU`` protocol; see ``SegmentationMetrics``). Default off.
     """
 
     def __init__(
@@ -113,7 +118,8 @@ class SegmentationTask(pl.LightningModule):
         eval_window_edges: Literal["unique", "repeat"] = "unique",
         val_stride: int | None = None,
         modality_dropout: float = 0.0,
-        binary_metrics: bool = False,
+        binary_metrics: bool | list[str] = False,
+        ignore_in_union: bool = False,
     ) -> None:
         super().__init__()
         # modalities / class names come from the data module, whose hparams already hold them
@@ -166,14 +172,23 @@ class SegmentationTask(pl.LightningModule):
         self.subsets = [s for i, s in enumerate(subsets) if s not in subsets[:i]]
         self.metrics = nn.ModuleDict(
             {
-                f"{stage}_{i}": SegmentationMetrics(num_classes, ignore_index=ignore_index, absent_classes=absent_classes, mean_over=self.mean_over)
+                f"{stage}_{i}": SegmentationMetrics(
+                    num_classes, ignore_index=ignore_index, absent_classes=absent_classes, mean_over=self.mean_over, ignore_in_union=ignore_in_union
+                )
                 for stage in ("val", "test")
                 for i in range(len(self.subsets))
             }
         )
         # binary scores of the full-modality subset (validate / test); absent unless asked for
         self.binary_scores = (
-            nn.ModuleDict({stage: BinarySegmentationMetrics(ignore_index=ignore_index) for stage in ("val", "test")}) if binary_metrics else None
+            nn.ModuleDict(
+                {
+                    stage: BinarySegmentationMetrics(ignore_index=ignore_index, scores=None if binary_metrics is True else binary_metrics)
+                    for stage in ("val", "test")
+                }
+            )
+            if binary_metrics
+            else None
         )
 
     # ---- forward -----------------------------------------------------------------------
@@ -392,11 +407,10 @@ def format_subset_table(stage: str, rows: list[tuple[Sequence[str], dict[str, to
 
 
 def format_binary(scores: dict[str, torch.Tensor]) -> str:
-    """One line of binary scores (``BinarySegmentationMetrics``): S, E, wF and MAE as fractions, BER in percent."""
-    return (
-        f"S-measure {float(scores['Smeasure']):.4f}   mean E-measure {float(scores['Emeasure']):.4f}"
-        f"   wF-measure {float(scores['wFmeasure']):.4f}   MAE {float(scores['MAE']):.4f}   BER {float(scores['BER']):.2f}"
-    )
+    """One line of binary scores (``BinarySegmentationMetrics``): S, E, wF, MAE and Binary_IoU as fractions,
+    BER in percent; the scores computed only."""
+    names = {"Smeasure": "S-measure", "Emeasure": "mean E-measure", "wFmeasure": "wF-measure", "MAE": "MAE", "BER": "BER", "Binary_IoU": "Binary_IoU"}
+    return "   ".join(f"{names[k]} {float(v):.2f}" if k == "BER" else f"{names[k]} {float(v):.4f}" for k, v in scores.items() if k in names)
 
 
 def format_table(

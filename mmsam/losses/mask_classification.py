@@ -4,10 +4,16 @@ Spec: ``../shared/reference/convlora.md`` §2.4 and §3. The official code train
 
 * multi-class segmentation with Hugging Face's ``Mask2FormerLoss`` built from a default
   ``Mask2FormerConfig``: Hungarian matching of the N query masks to the per-class ground-truth
-  masks (cost: ``-p(class)`` x 2 + point-sampled sigmoid BCE x 5 + dice x 5 on 12,544 random
-  points), then cross-entropy on the classes (the "no object" class down-weighted to 0.1) and BCE +
-  dice on importance-sampled points (oversample 3, 75 % most uncertain), each normalised by the
-  number of ground-truth masks; the three terms weighted CE 10, mask 5, dice 5;
+  masks (cost: ``-p(class)`` x 1 + point-sampled sigmoid BCE x 5 + dice x 5 on 12,544 random
+  points; transformers 4.38, the version AutoGluon pinned when Conv-LoRA landed, hard-codes the
+  class cost 1.0 in ``Mask2FormerLoss.__init__``), then cross-entropy on the classes (the "no
+  object" class down-weighted to 0.1) and BCE + dice on importance-sampled points (oversample 3,
+  75 % most uncertain), each normalised by the number of ground-truth masks. The three terms are
+  summed **unweighted**: ``Mask2FormerLoss.forward`` returns them unweighted (its ``weight_dict``,
+  CE 10 / mask 5 / dice 5 in AutoGluon's config, is applied only by
+  ``Mask2FormerForUniversalSegmentation``, which AutoGluon does not use) and AutoGluon's
+  ``SemanticSegmentationLitModule._compute_loss`` (``multimodal/src/autogluon/multimodal/optim/
+  lit_semantic_seg.py``) adds ``dict_loss.values()`` as they are: effective weights 1 / 1 / 1;
 * binary tasks with the PraNet "structure loss" (BCE + boundary-weighted IoU), SBU shadow with a
   balanced BCE.
 
@@ -137,9 +143,11 @@ class MaskClassificationLoss(nn.Module):
 
     Args:
         num_classes: K.
-        class_weight, mask_weight, dice_weight: loss weights (official: 10, 5, 5).
+        class_weight, mask_weight, dice_weight: loss weights (official effective weights 1, 1, 1:
+            AutoGluon sums HF's unweighted terms; see the module docstring).
         no_object_weight: CE weight of the "no object" class (HF default 0.1).
-        cost_class, cost_mask, cost_dice: matching costs (HF ``Mask2FormerConfig``: 2, 5, 5).
+        cost_class, cost_mask, cost_dice: matching costs (HF ``Mask2FormerLoss`` of transformers
+            4.38: class 1.0 hard-coded, mask and dice ``Mask2FormerConfig``'s 5, 5).
         num_points, oversample_ratio, importance_sample_ratio: point sampling (12544, 3, 0.75).
         ignore_index: label value that is no class.
     """
@@ -148,11 +156,11 @@ class MaskClassificationLoss(nn.Module):
         self,
         num_classes: int,
         *,
-        class_weight: float = 10.0,
-        mask_weight: float = 5.0,
-        dice_weight: float = 5.0,
+        class_weight: float = 1.0,
+        mask_weight: float = 1.0,
+        dice_weight: float = 1.0,
         no_object_weight: float = 0.1,
-        cost_class: float = 2.0,
+        cost_class: float = 1.0,
         cost_mask: float = 5.0,
         cost_dice: float = 5.0,
         num_points: int = 12544,

@@ -49,7 +49,8 @@ class ConvLoRASAM(SegmentationMethod):
         binary_loss: ``"structure"`` (official default) or ``"balanced_bce"`` (official for SBU shadow).
         weighted_bce: structure loss with the boundary-weighted BCE it intends, instead of the
             plain mean BCE the official code computes (see ``structure_loss``).
-        class_weight, mask_weight, dice_weight: Mask2Former loss weights (official 10, 5, 5).
+        class_weight, mask_weight, dice_weight: Mask2Former loss weights (official effective
+            weights 1, 1, 1: AutoGluon sums HF ``Mask2FormerLoss``'s unweighted terms).
         no_object_weight: Mask2Former "no object" class weight (HF default 0.1).
         num_points: points sampled per mask by the Mask2Former loss and matcher (12544).
         ignore_index: label value excluded from the losses.
@@ -68,9 +69,9 @@ class ConvLoRASAM(SegmentationMethod):
         num_mask_tokens: int | None = None,
         binary_loss: Literal["structure", "balanced_bce"] = "structure",
         weighted_bce: bool = False,
-        class_weight: float = 10.0,
-        mask_weight: float = 5.0,
-        dice_weight: float = 5.0,
+        class_weight: float = 1.0,
+        mask_weight: float = 1.0,
+        dice_weight: float = 1.0,
         no_object_weight: float = 0.1,
         num_points: int = 12544,
         ignore_index: int = 255,

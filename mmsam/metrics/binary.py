@@ -22,7 +22,14 @@ image and then averaged over the images, as the official code does:
   foreground, predicted without foreground, has BER 0); a class with no truth but predicted
   counts with recall 0.
 
-Ignored pixels (``ignore_index``, 255): BER leaves them out exactly. pysodmetrics needs a whole 2-D
+* **Binary_IoU**: the foreground IoU of each image, then the mean over images: official
+  ``Binary_IoU`` (the model-selection and test metric of leaf, road and ISIC), which calls
+  ``torchmetrics.JaccardIndex(task="binary")`` on each image (probabilities thresholded at 0.5)
+  and averages the results. An image with neither foreground truth nor foreground prediction
+  scores 0 (torchmetrics' ``zero_division=0``), as in the official metric. This is not the
+  pooled mean of background and foreground IoU that ``SegmentationMetrics`` gives (``mIoU``).
+
+Ignored pixels (``ignore_index``, 255): BER and Binary_IoU leave them out exactly. pysodmetrics needs a whole 2-D
 map, so for the other four scores each image is first cropped to the bounding box of its valid
 pixels (this removes bottom/right padding, the usual source of 255, exactly); ignored pixels left
 inside that box count as background in the truth, the prediction there is kept. An image without
@@ -33,7 +40,7 @@ reduces them exactly. Scores are computed on the CPU in :meth:`update` (numpy / 
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 import torch
@@ -44,7 +51,10 @@ from torchmetrics.functional.classification import multiclass_accuracy
 BER_THRESHOLD = 125.0 / 255.0
 #: official weighted-F-measure beta (AutoGluon ``WeightedFmeasure(beta=0.3)``)
 WFM_BETA = 0.3
-KEYS = ("Smeasure", "Emeasure", "wFmeasure", "MAE", "BER")
+#: official ``Binary_IoU`` threshold on the foreground probability (torchmetrics' binary default)
+IOU_THRESHOLD = 0.5
+KEYS = ("Smeasure", "Emeasure", "wFmeasure", "MAE", "BER", "Binary_IoU")
+SOD_KEYS = KEYS[:4]
 
 
 def sod_scores(prob: np.ndarray, gt: np.ndarray) -> dict[str, float]:
@@ -68,23 +78,29 @@ def sod_scores(prob: np.ndarray, gt: np.ndarray) -> dict[str, float]:
 
 
 class BinarySegmentationMetrics(Metric):
-    """S-measure, mean E-measure, weighted F-measure, MAE and BER of a binary task, per image averaged.
+    """S-measure, mean E-measure, weighted F-measure, MAE, BER and Binary_IoU of a binary task, per image averaged.
 
-    :meth:`compute` returns ``Smeasure``, ``Emeasure``, ``wFmeasure``, ``MAE`` as fractions in
-    [0, 1] (as the official code and the polyp / camouflage papers report them) and ``BER`` in
-    percent (as shadow-detection papers report it), all as tensors. See the module docstring for
-    the definitions, the official choices they follow and the handling of ignored pixels.
+    :meth:`compute` returns ``Smeasure``, ``Emeasure``, ``wFmeasure``, ``MAE`` and ``Binary_IoU``
+    as fractions in [0, 1] (as the official code and the polyp / camouflage papers report them)
+    and ``BER`` in percent (as shadow-detection papers report it), all as tensors. See the module
+    docstring for the definitions, the official choices they follow and the handling of ignored pixels.
 
     Args:
         ignore_index: label value excluded (see the module docstring); ``None``: none.
+        scores: the scores to compute (a subset of ``KEYS``); default all. Leaving out the four
+            pysodmetrics scores (S, E, wF, MAE) saves their CPU time.
     """
 
     full_state_update = False
     higher_is_better = None  # mixed: S / E / wF higher, MAE / BER lower
 
-    def __init__(self, *, ignore_index: int | None = 255, **kwargs: Any) -> None:
+    def __init__(self, *, ignore_index: int | None = 255, scores: Sequence[str] | None = None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.ignore_index = ignore_index
+        unknown = sorted(set(scores or ()) - set(KEYS))
+        if unknown or (scores is not None and not scores):
+            raise ValueError(f"binary scores must be a non-empty subset of {list(KEYS)}, got {scores}")
+        self.scores = tuple(k for k in KEYS if scores is None or k in scores)
         for key in KEYS:
             self.add_state(key, default=torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
         self.add_state("count", default=torch.tensor(0, dtype=torch.long), dist_reduce_fx="sum")
@@ -107,15 +123,24 @@ class BinarySegmentationMetrics(Metric):
             return
         prob, target, valid = prob[keep], target[keep], valid[keep]
 
-        # BER: the official torchmetrics call, per image, ignored pixels left out
-        hard = (prob > BER_THRESHOLD).long()
-        truth = torch.where(valid, target.long(), torch.full_like(target, -1, dtype=torch.long))
-        acc = multiclass_accuracy(hard, truth, num_classes=2, average="macro", multidim_average="samplewise", ignore_index=-1,
-                                 validate_args=False)
-        self.BER += (100.0 * (1.0 - acc.double())).sum().to(self.BER.device)
+        if "BER" in self.scores:  # the official torchmetrics call, per image, ignored pixels left out
+            hard = (prob > BER_THRESHOLD).long()
+            truth = torch.where(valid, target.long(), torch.full_like(target, -1, dtype=torch.long))
+            acc = multiclass_accuracy(hard, truth, num_classes=2, average="macro", multidim_average="samplewise", ignore_index=-1,
+                                     validate_args=False)
+            self.BER += (100.0 * (1.0 - acc.double())).sum().to(self.BER.device)
+        if "Binary_IoU" in self.scores:  # foreground IoU per image (0 when both are empty), valid pixels only
+            fg_pred = (prob > IOU_THRESHOLD) & valid
+            fg_true = (target == 1) & valid
+            inter = (fg_pred & fg_true).flatten(1).sum(1).double()
+            union = (fg_pred | fg_true).flatten(1).sum(1).double()
+            iou = torch.where(union > 0, inter / union.clamp(min=1), torch.zeros_like(union))
+            self.Binary_IoU += iou.sum().to(self.Binary_IoU.device)
 
-        sums = dict.fromkeys(KEYS[:4], 0.0)
+        sums = dict.fromkeys([k for k in SOD_KEYS if k in self.scores], 0.0)
         for p, t, v in zip(prob.cpu().numpy(), target.cpu().numpy(), valid.cpu().numpy()):
+            if not sums:
+                break
             rows, cols = np.flatnonzero(v.any(1)), np.flatnonzero(v.any(0))
             box = (slice(rows[0], rows[-1] + 1), slice(cols[0], cols[-1] + 1))
             scores = sod_scores(p[box], (t[box] == 1) & v[box])
@@ -128,4 +153,4 @@ class BinarySegmentationMetrics(Metric):
 
     def compute(self) -> dict[str, torch.Tensor]:  # type: ignore[override]
         n = self.count.clamp(min=1).double()
-        return {key: (getattr(self, key) / n).float() for key in KEYS}
+        return {key: (getattr(self, key) / n).float() for key in self.scores}

@@ -23,6 +23,12 @@ class SegmentationMetrics(MulticlassConfusionMatrix):
         mean_over: class ids averaged in the means (default all). ISPRS protocol: the five
             foreground classes, clutter left out (``mfnet.md`` §4); its pixels still count in OA
             and as errors of the other classes.
+        ignore_in_union: a prediction of class k on an ignored pixel (``ignore_index``) counts in
+            class k's IoU union (so in IoU and mIoU only; OA, Acc and F1 still leave ignored pixels
+            out). This is the Trans2Seg / AutoGluon ``Multiclass_IoU`` protocol
+            (``multimodal/src/autogluon/multimodal/optim/metrics/semantic_seg_metrics.py``: it masks
+            predictions where ``label + 1 > 0``, which keeps label 255, and histograms them into
+            the predicted area). Default off: ignored pixels count nowhere.
     """
 
     full_state_update = False
@@ -34,6 +40,7 @@ class SegmentationMetrics(MulticlassConfusionMatrix):
         ignore_index: int = 255,
         absent_classes: Literal["zero", "skip"] = "zero",
         mean_over: Sequence[int] | None = None,
+        ignore_in_union: bool = False,
         **kwargs: Any,
     ) -> None:
         super().__init__(num_classes=num_classes, ignore_index=ignore_index, normalize=None, validate_args=False, **kwargs)
@@ -45,11 +52,18 @@ class SegmentationMetrics(MulticlassConfusionMatrix):
             if not mean_over or mean_over[0] < 0 or mean_over[-1] >= num_classes:
                 raise ValueError(f"mean_over must be a non-empty list of class ids in [0, {num_classes}), got {mean_over}")
         self.mean_over = mean_over
+        self.ignore_in_union = ignore_in_union
+        # per class: predictions on ignored pixels (used only with ignore_in_union)
+        self.add_state("ignored_pred", default=torch.zeros(num_classes, dtype=torch.long), dist_reduce_fx="sum")
 
     def update(self, preds: torch.Tensor, target: torch.Tensor) -> None:  # type: ignore[override]
         """``preds``: logits ``(B, K, H, W)`` or labels ``(B, H, W)``; ``target``: ``(B, H, W)``."""
         if preds.ndim == target.ndim + 1:
             preds = preds.argmax(dim=1)
+        if self.ignore_in_union and self.ignore_index is not None:
+            on_ignored = preds[target == self.ignore_index].long()
+            on_ignored = on_ignored[(on_ignored >= 0) & (on_ignored < self.num_classes)]
+            self.ignored_pred += torch.bincount(on_ignored, minlength=self.num_classes).to(self.ignored_pred.device)
         super().update(preds, target)
 
     def compute(self) -> dict[str, torch.Tensor]:  # type: ignore[override]
@@ -59,7 +73,8 @@ class SegmentationMetrics(MulticlassConfusionMatrix):
         pred = cm.sum(0)
         union = gt + pred - tp
         present = union > 0
-        iou = torch.where(present, tp / union.clamp(min=1), torch.nan)
+        iou_union = union + self.ignored_pred.double() if self.ignore_in_union else union
+        iou = torch.where(iou_union > 0, tp / iou_union.clamp(min=1), torch.nan)
         f1 = torch.where(present, 2 * tp / (gt + pred).clamp(min=1), torch.nan)
         acc = torch.where(gt > 0, tp / gt.clamp(min=1), torch.nan)
 

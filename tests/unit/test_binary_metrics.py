@@ -242,3 +242,68 @@ def test_default_logs_no_binary_scores():
 def test_binary_metrics_need_two_classes():
     with pytest.raises(ConfigError, match="binary_metrics"):
         SegmentationTask(ThresholdMethod, num_classes=3, modalities=["rgb"], loss="ce", binary_metrics=True)
+
+
+# ---- Binary_IoU (official Conv-LoRA model selection for leaf / road / ISIC) ----------------------
+
+
+def toy_binary_set() -> tuple[torch.Tensor, torch.Tensor]:
+    """Three 4x4 images: a half-found object, an empty truth with a false alarm, an exact hit."""
+    gt = torch.zeros(3, 4, 4, dtype=torch.long)
+    prob = torch.full((3, 4, 4), 0.1)
+    gt[0, :2, :2] = 1
+    prob[0, 0, :2] = 0.9  # 2 of 4 found, no false positive: IoU 0.5
+    prob[1, 3, 3] = 0.9  # no truth, one false positive: IoU 0
+    gt[2, 1:3, 1:3] = 1
+    prob[2, 1:3, 1:3] = 0.8  # exact: IoU 1
+    return prob, gt
+
+
+def test_binary_iou_is_foreground_iou_per_image_averaged():
+    import torchmetrics
+
+    prob, gt = toy_binary_set()
+    metric = BinarySegmentationMetrics(scores=["Binary_IoU"])
+    metric.update(logits_of(prob), gt)
+    got = metric.compute()
+    assert set(got) == {"Binary_IoU"}
+    assert float(got["Binary_IoU"]) == pytest.approx((0.5 + 0.0 + 1.0) / 3, abs=1e-6)
+    # the official call: torchmetrics JaccardIndex(task="binary") per image, mean over images
+    official = torch.stack([torchmetrics.JaccardIndex(task="binary")(p, t) for p, t in zip(prob, gt)]).mean()
+    assert float(got["Binary_IoU"]) == pytest.approx(float(official), abs=1e-6)
+    # not the pooled mean of background and foreground IoU
+    from mmsam.metrics import SegmentationMetrics
+
+    pooled = SegmentationMetrics(2)
+    pooled.update(logits_of(prob), gt)
+    assert abs(float(pooled.compute()["mIoU"]) - float(got["Binary_IoU"])) > 0.1
+
+
+def test_binary_iou_empty_image_scores_zero_and_ignores_255():
+    gt = torch.zeros(2, 4, 4, dtype=torch.long)
+    prob = torch.full((2, 4, 4), 0.1)
+    gt[1, :2] = 1
+    gt[1, 3] = 255
+    prob[1, :2] = 0.9
+    prob[1, 3] = 0.9  # foreground predicted on ignored pixels: left out
+    metric = BinarySegmentationMetrics(scores=["Binary_IoU", "BER"])
+    metric.update(logits_of(prob), gt)
+    got = metric.compute()
+    assert set(got) == {"BER", "Binary_IoU"}
+    assert float(got["Binary_IoU"]) == pytest.approx(0.5, abs=1e-6)  # (0 + 1) / 2
+
+
+def test_binary_scores_unknown_name():
+    with pytest.raises(ValueError, match="subset"):
+        BinarySegmentationMetrics(scores=["IoU"])
+
+
+def test_task_logs_binary_iou_only_when_asked(capsys):
+    data = BinaryTiles()
+    task = make_task(binary_metrics=["Binary_IoU"])
+    logged = trainer().validate(task, DataLoader(data, batch_size=2), verbose=True)[0]
+    ref = BinarySegmentationMetrics(scores=["Binary_IoU"])
+    ref.update(task.method({"modalities": {"rgb": data.x}})["logits"], data.y)
+    assert logged["val/Binary_IoU"] == pytest.approx(float(ref.compute()["Binary_IoU"]), abs=1e-6)
+    assert "val/Smeasure" not in logged and "val/BER" not in logged
+    assert "Binary_IoU" in capsys.readouterr().out

@@ -95,10 +95,10 @@ def test_mask_classification_matches_queries_to_classes():
     assert dict(zip(q.tolist(), t.tolist())) == {1: 0, 3: 1}
     terms = loss(masks, classes, labels)
     assert set(terms) == {"mask_ce", "mask_bce", "mask_dice"}
-    # (weighted 5x; the importance-sampled points sit on the blurred boundary of the 8x8 logits)
-    assert terms["mask_ce"] < 1e-6 and terms["mask_dice"] < 0.5 and terms["mask_bce"] < 2.5
+    # (unweighted, as AutoGluon sums them; the importance-sampled points sit on the blurred boundary of the 8x8 logits)
+    assert terms["mask_ce"] < 1e-6 and terms["mask_dice"] < 0.1 and terms["mask_bce"] < 0.5
     empty = loss(torch.full_like(masks, -big), classes, labels)  # no query draws anything
-    assert empty["mask_dice"] > 4.5 and empty["mask_bce"] > 10 * terms["mask_bce"]
+    assert empty["mask_dice"] > 0.9 and empty["mask_bce"] > 10 * terms["mask_bce"]
     swapped = masks[:, [0, 3, 2, 1]]
     assert loss(swapped, classes, labels)["mask_ce"] > 1  # matched by mask, so the classes are now wrong
     labels[0, :4] = 255  # ignored pixels belong to no class mask (HF / official): the masks there now cost

@@ -96,3 +96,34 @@ def test_warmup_poly_schedule():
     assert lrs[0] == pytest.approx(0.1) and lrs[10] == pytest.approx(1.0)
     assert all(a < b for a, b in zip(lrs[:10], lrs[1:11]))
     assert all(a > b for a, b in zip(lrs[10:99], lrs[11:100])) and lrs[-1] < 0.05
+
+
+def test_ignore_in_union_counts_predictions_on_ignored_pixels():
+    """Trans2Seg / AutoGluon Multiclass_IoU: a prediction on a 255 pixel enlarges its class's union."""
+    target = torch.tensor([[[0, 0, 1, 255]]])
+    preds = torch.tensor([[[0, 0, 1, 1]]])
+    plain = SegmentationMetrics(2)
+    plain.update(preds, target)
+    assert plain.compute()["IoU"].tolist() == pytest.approx([1.0, 1.0])
+    official = SegmentationMetrics(2, ignore_in_union=True)
+    official.update(preds, target)
+    got = official.compute()
+    assert got["IoU"].tolist() == pytest.approx([1.0, 0.5])
+    assert float(got["mIoU"]) == pytest.approx(0.75)
+    assert float(got["OA"]) == pytest.approx(1.0)  # OA still leaves ignored pixels out
+    # the official formula (multimodal/.../optim/metrics/semantic_seg_metrics.py, Multiclass_IoU)
+    predict = preds.float() + 1
+    tgt = target.float() + 1
+    predict = predict * (tgt > 0).float()
+    inter = torch.histc(predict * (predict == tgt).float(), bins=2, min=1, max=2)
+    union = torch.histc(predict, bins=2, min=1, max=2) + torch.histc(tgt, bins=2, min=1, max=2) - inter
+    assert got["IoU"].tolist() == pytest.approx((inter / union).tolist())
+
+
+def test_mask_classification_defaults_match_autogluon():
+    """AutoGluon sums HF Mask2FormerLoss's unweighted terms; transformers 4.38's matcher class cost is 1."""
+    from mmsam.losses.mask_classification import MaskClassificationLoss
+
+    loss = MaskClassificationLoss(3)
+    assert loss.weights == {"mask_ce": 1.0, "mask_bce": 1.0, "mask_dice": 1.0}
+    assert loss.costs == (1.0, 5.0, 5.0)
