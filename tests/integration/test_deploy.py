@@ -142,3 +142,22 @@ def test_predict_api_and_folder(exported: Path, tmp_path: Path, capsys) -> None:
     assert Image.open(res / "a_overlay.png").size == (96, 80)
     assert np.load(res / "b_probs.npy").shape == (25, 80, 96)
     assert not (res / "._a.png").exists()
+
+
+def _readme_block(lang: str, marker: str) -> str:
+    text = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    blocks = [b.split("```", 1)[0] for b in text.split(f"```{lang}\n")[1:]]
+    found = [b for b in blocks if marker in b]
+    assert len(found) == 1, f"README has {len(found)} {lang} blocks with {marker!r}"
+    return found[0]
+
+
+def test_readme_python_example_runs_verbatim(exported: Path, tmp_path: Path, monkeypatch, capsys) -> None:
+    code = _readme_block("python", "mmsam.load(")
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "model").symlink_to(exported, target_is_directory=True)
+    rng = np.random.default_rng(1)
+    Image.fromarray(rng.integers(0, 256, (72, 88, 3), dtype=np.uint8)).save("scene_rgb.png")
+    Image.fromarray(rng.integers(0, 256, (72, 88), dtype=np.uint8)).save("scene_depth.png")
+    exec(compile(code, "README.md", "exec"), {})
+    assert capsys.readouterr().out.strip() == "(72, 88) (25, 72, 88)"

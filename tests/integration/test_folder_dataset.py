@@ -126,3 +126,17 @@ def test_bad_folder_options_give_one_line(folder_root: Path, tmp_path: Path, cap
         assert main(["fit", "--config", str(cfg)]) == 2
         err = capsys.readouterr().err.strip().splitlines()
         assert err[-1].startswith("mmsam: error:") and message in err[-1], err[-3:]
+
+
+def test_readme_folder_yaml_builds(folder_root: Path, tmp_path: Path, capsys) -> None:
+    """The README's ten-line RGB + thermal config, with a tiny backbone and no weights file."""
+    text = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    block = next(b.split("```", 1)[0] for b in text.split("```yaml\n")[1:] if "dataset: folder" in b)
+    assert len(block.strip().splitlines()) <= 12
+    cfg = tmp_path / "my_scenes.yaml"
+    cfg.write_text(block)
+    assert main(["info", "--config", str(cfg), "--model.method.init_args.checkpoint", "null",
+                 "--model.method.init_args.backbone", "sam2_hiera_micro", "--model.method.init_args.img_size", "64",
+                 "--data.root", str(folder_root)]) == 0
+    out = capsys.readouterr().out
+    assert "method: MLESAM" in out and "modalities: rgb, thermal" in out and "classes: 3" in out
