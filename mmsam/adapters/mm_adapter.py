@@ -1,7 +1,7 @@
 """MMAdapter: per-modality bottleneck adapters that exchange information at the MLP stage (MFNet).
 
 Ma et al., "A Unified Framework With Multimodal Fine-Tuning for Remote Sensing Semantic
-Segmentation", IEEE TGRS 2025, Sec. III-A, Eqs. 3–6 (spec: ``../shared/reference/mfnet.md`` §2).
+Segmentation", IEEE TGRS 2025, Sec. III-A, Eqs. 3–6 (official: sstary/SSRS ``MFNet/MedSAM/models/ImageEncoder/vit/adapter_fusionblock.py``).
 Every modality (stream) goes through the same frozen SAM blocks, stacked modality-outermost in one
 batched pass (:func:`~mmsam.adapters.layout.current_layout`); each stream has its own adapters.
 Injected by module name on each block's ``attn`` and ``mlp``:

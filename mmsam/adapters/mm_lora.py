@@ -1,7 +1,8 @@
 """MMLoRA: per-modality LoRA whose MLP updates are mixed between streams (MFNet).
 
-Ma et al., IEEE TGRS 2025, Sec. III-B (Eqs. 7–12) and III-C-2 (spec: ``../shared/reference/mfnet.md``
-§2). Every stream (modality) runs through the same frozen SAM blocks in one batched pass, stacked
+Ma et al., IEEE TGRS 2025, Sec. III-B (Eqs. 7–12) and III-C-2 (official: sstary/SSRS
+``MFNet/MedSAM/models/ImageEncoder/vit/lora_block.py`` and ``.../common/loralib/layers.py``). Every
+stream (modality) runs through the same frozen SAM blocks in one batched pass, stacked
 modality-outermost; each has its own LoRA matrices. Injected by module name on frozen Linears:
 
 - a fused attention ``qkv`` (``out_features = 3 · in_features``): per-stream LoRA on the ``parts``
@@ -34,7 +35,7 @@ from mmsam.adapters.mm_adapter import check_streams, mix_streams, stream_chunks
 
 @dataclass
 class MMLoRAConfig(AdapterConfig):
-    """MMLoRA hyper-parameters (defaults: the official code, ``mfnet.md`` §2).
+    """MMLoRA hyper-parameters (defaults: the official code, ``lora_block.py``).
 
     Args:
         target_modules: the Linears adapted (every block's ``attn.qkv``, ``mlp.lin1``, ``mlp.lin2``).

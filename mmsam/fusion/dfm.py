@@ -1,6 +1,6 @@
 """MFNet's Deep Fusion Module: a simple feature pyramid per modality and SE fusion at every scale.
 
-Ma et al., IEEE TGRS 2025, Sec. III-C-3 and Fig. 6 (spec: ``../shared/reference/mfnet.md`` §2, DFM).
+Ma et al., IEEE TGRS 2025, Sec. III-C-3 and Fig. 6 (official: sstary/SSRS ``MFNet/UNetFormer_MMSAM.py``, ``fpn1x`` … ``fusion4``).
 From the encoder's single stride-16 output ``F_m`` (the SAM neck, ``C`` = 256 channels) each
 modality builds its own ViTDet-style pyramid::
 
