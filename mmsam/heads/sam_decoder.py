@@ -90,7 +90,7 @@ def with_class_tokens(decoder: nn.Module, num_tokens: int, *, reset_iou_head: bo
     ``num_multimask_outputs`` becomes ``num_tokens - 1``. The whole decoder trains except the
     IoU and object-score heads, which stay frozen. ``reset_iou_head``: rebuild the IoU head
     for ``num_tokens`` outputs with Kaiming-normal weights and zero biases (MemorySAM, whose SAM 2 picks the
-    memory mask by this head: ``../shared/reference/memorysam.md`` §2.5); otherwise it is kept.
+    memory mask by this head; as the official MemorySAM ``train_sam2_lora.py``); otherwise it is kept.
     """
     dec = decoder
     dec.requires_grad_(True)  # the whole decoder trains (MemorySAM), except the heads below
