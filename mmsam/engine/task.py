@@ -42,7 +42,7 @@ class SegmentationTask(pl.LightningModule):
             ``warmup_ratio·lr`` over ``warmup_epochs``, then poly decay (MemorySAM / CMNeXt recipe).
         poly_extra_epochs: ``warmup_poly``: the poly decay runs over ``max_epochs + poly_extra_epochs``
             epochs of iterations, so the lr does not reach 0 at the end. MemorySAM's official
-            ``train_mm.py`` decays over ``(epochs + 1) × iterations``: its recipes set 1.
+            ``train_sam2_lora.py`` (line 160) decays over ``(epochs + 1) × iterations``: its recipes set 1.
         no_weight_decay_1d: no weight decay on 1-D parameters (biases, norm scales, λ and fusion
             weights), as the official MemorySAM and AutoGluon Conv-LoRA optimisers do.
         milestones: ``multistep``: numbers of completed epochs after which the lr drops, as in

@@ -89,8 +89,8 @@ def with_class_tokens(decoder: nn.Module, num_tokens: int, *, reset_iou_head: bo
     Each token gets a new, freshly initialised hypernetwork MLP (the pretrained decoder has 4);
     ``num_multimask_outputs`` becomes ``num_tokens - 1``. The whole decoder trains except the
     IoU and object-score heads, which stay frozen. ``reset_iou_head``: rebuild the IoU head
-    for ``num_tokens`` outputs with Kaiming-normal weights (MemorySAM, whose SAM 2 picks the
-    memory mask by this head: ``../shared/reference/memorysam.md`` §2.5); otherwise it is kept.
+    for ``num_tokens`` outputs with Kaiming-normal weights and zero biases (MemorySAM, whose SAM 2 picks the
+    memory mask by this head; as the official MemorySAM ``train_sam2_lora.py``); otherwise it is kept.
     """
     dec = decoder
     dec.requires_grad_(True)  # the whole decoder trains (MemorySAM), except the heads below
@@ -110,8 +110,10 @@ def with_class_tokens(decoder: nn.Module, num_tokens: int, *, reset_iou_head: bo
         head.layers[-1] = nn.Linear(last.in_features, num_tokens, bias=last.bias is not None)
         for m in head.modules():
             if isinstance(m, nn.Linear):
-                m.reset_parameters()
-                nn.init.kaiming_normal_(m.weight)
+                # as the official train_sam2_lora.py (lines 133-137): Kaiming-normal (fan_in, ReLU) weights, zero biases
+                nn.init.kaiming_normal_(m.weight, mode="fan_in", nonlinearity="relu")
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
         dec.iou_prediction_head = head
     for name in ("iou_prediction_head", "pred_obj_score_head"):
         if isinstance(getattr(dec, name, None), nn.Module):

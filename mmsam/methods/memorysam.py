@@ -1,8 +1,9 @@
 """MemorySAM: modalities as the frames of a SAM 2 video, plus a semantic prototype memory.
 
 Liao et al., "MemorySAM: Memorize Modalities and Semantics with Segment Anything Model 2 for
-Multi-modal Semantic Segmentation", arXiv 2503.06700 (spec: ``../shared/reference/memorysam.md``;
-choices where it is vague: ``docs/methods/memorysam.md``).
+Multi-modal Semantic Segmentation", arXiv 2503.06700; official code
+https://github.com/Chenfei-Liao/MemorySAM (choices where paper and code are vague, and the measured
+parity with ``LoRA_Sam``: ``docs/methods/memorysam.md``).
 
 - One LoRA shared by all modalities on the frozen Hiera encoder (rank 4 on q and v, §2.2);
   every present modality goes through the encoder in one batched pass.

@@ -102,6 +102,8 @@ def test_decoder_has_k_plus_one_tokens_and_a_frozen_reset_iou_head():
     assert dec.num_multimask_outputs == 4 and dec.mask_tokens.num_embeddings == 5
     assert len(dec.output_hypernetworks_mlps) == 5
     assert dec.iou_prediction_head.layers[-1].out_features == 5
+    # the official train_sam2_lora.py zeroes the re-initialised IoU head's biases
+    assert all(torch.count_nonzero(l.bias) == 0 for l in dec.iou_prediction_head.layers)
     assert not any(p.requires_grad for p in dec.iou_prediction_head.parameters())
     assert not any(p.requires_grad for p in dec.pred_obj_score_head.parameters())
     assert all(p.requires_grad for p in dec.transformer.parameters())
