@@ -6,6 +6,7 @@
     mmsam report --config ... --ckpt_path C --output DIR   # report.md + figures for one checkpoint
     mmsam export --config ... --ckpt_path C --output model/  # a model folder to share and deploy
     mmsam predict --model model/ --input DIR --output OUT    # predict a folder of new captures
+    mmsam import --from memorysam|mfnet FILE --config ... --output model/   # a checkpoint of the papers' code
     mmsam data synth --dataset deliver --root data/synthetic_deliver
     mmsam data check --dataset deliver --root data/DELIVER
     mmsam data check --dataset vaihingen --root data/Vaihingen --option split_scheme=official
@@ -241,6 +242,41 @@ def _export(argv: list[str]) -> int:
     return 0
 
 
+def _import(argv: list[str]) -> int:
+    from mmsam.interop import IMPORTERS
+
+    p = argparse.ArgumentParser(prog="mmsam import", description="Convert a checkpoint written by a paper's own code into a model folder.")
+    p.add_argument("--from", dest="kind", required=True, choices=sorted(IMPORTERS), help="the official code that wrote the file")
+    p.add_argument("file", help="the official checkpoint (a state dict)")
+    p.add_argument("--config", required=True, help="the mmsam config of the same model (method, backbone, classes, modalities)")
+    p.add_argument("--output", required=True, help="the model folder to write")
+    ns, rest = p.parse_known_args(argv)
+    _quiet_lightning()
+    from mmsam.deploy import export_model
+    from mmsam.interop import convert, read_official_state
+
+    state = read_official_state(ns.file)
+    cli = lightning_main(["--config", ns.config, *rest], run=False)
+    method = cli.model.method
+    try:
+        mapped = convert(ns.kind, state, method, cli.model.modalities)
+    except CheckpointError as e:
+        raise CheckpointError(f"{ns.file}: {e}") from None
+    names: dict[int, list[str]] = {}  # a shared module's parameters have several names
+    for n, q in method.named_parameters(remove_duplicate=False):
+        if q.requires_grad:
+            names.setdefault(id(q), []).append(n)
+    unfilled = sorted(ns[0] for ns in names.values() if not any(n in mapped for n in ns))
+    if unfilled:
+        raise CheckpointError(f"{ns.file}: holds no value for {len(unfilled)} trainable tensors of this model ({', '.join(unfilled[:5])}): "
+                              "is the config's method the one the file was trained with?")
+    method.load_state_dict(mapped, strict=False)
+    summary = export_model(cli.model, cli.datamodule, cli.config["model"].as_dict(), ns.output)
+    print(f"imported {len(state)} official tensors into {len(mapped)} of the model's; wrote {ns.output} "
+          f"({summary['tensors']} tensors, {summary['bytes'] / 2**20:.1f} MiB)")
+    return 0
+
+
 def _predict_folder(argv: list[str]) -> int:
     p = argparse.ArgumentParser(prog="mmsam predict --model", description="Predict every scene of a folder with a model folder.")
     p.add_argument("--model", required=True, help="a model folder written by `mmsam export`")
@@ -391,6 +427,8 @@ def main(argv: list[str] | None = None) -> int:
             return _report(args[1:])
         if args and args[0] == "export":
             return _export(args[1:])
+        if args and args[0] == "import":
+            return _import(args[1:])
         if args and args[0] == "predict" and any(a == "--model" or a.startswith("--model=") for a in args[1:]) and "--config" not in args:
             return _predict_folder(args[1:])
         lightning_main(argv)

@@ -50,6 +50,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from mmsam.interop.memorysam import official_to_ours  # noqa: E402  (light: mmsam.errors and torch only)
+
 MODALITIES = ["rgb", "depth", "event"]  # frame order; M = 2 uses the first two
 LORA_RANK = 4  # train_sam2_lora.py: LoRA_Sam(sam2, 4)
 REPO = Path(__file__).resolve().parents[2]
@@ -64,27 +66,6 @@ def no_dropout(module: nn.Module) -> None:
             m.p = 0.0
         if hasattr(m, "dropout_p"):
             m.dropout_p = 0.0
-
-
-def official_to_ours(key: str) -> str:
-    """Official ``LoRA_Sam`` state-dict key -> our ``MemorySAM`` state-dict key.
-
-    ``sam.<k>`` is the official ``SAM2Base``; ours is ``backbone.sam2_model.<k>``. The official
-    ``_LoRA_qkv`` wraps the qkv Linear as ``qkv.qkv`` with ``linear_{a,b}_{q,v}`` (y += B A x, no
-    scaling); ours is a ``LoRALinear`` with ``base_layer`` and ``lora.lora_{A,B}.{0: q, 1: v}``.
-    """
-    if not key.startswith("sam."):
-        raise KeyError(f"unexpected official key {key!r} (all LoRA_Sam tensors live under sam.)")
-    k = "backbone.sam2_model." + key[len("sam."):]
-    for theirs, ours in (
-        (".attn.qkv.qkv.", ".attn.qkv.base_layer."),
-        (".attn.qkv.linear_a_q.", ".attn.qkv.lora.lora_A.0."),
-        (".attn.qkv.linear_b_q.", ".attn.qkv.lora.lora_B.0."),
-        (".attn.qkv.linear_a_v.", ".attn.qkv.lora.lora_A.1."),
-        (".attn.qkv.linear_b_v.", ".attn.qkv.lora.lora_B.1."),
-    ):
-        k = k.replace(theirs, ours)
-    return k
 
 
 def make_inputs(batch: int, size: int, classes: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -49,6 +49,10 @@ import torch.nn.functional as F
 
 from mmsam.adapters import MMAdapterConfig, MMLoRAConfig
 from mmsam.backbones.checkpoints import resize_pos_embed, resize_rel_pos
+from mmsam.errors import CheckpointError
+from mmsam.interop.mfnet import CONSTANT_OFFICIAL, UNUSED_OFFICIAL, Rule
+from mmsam.interop.mfnet import build_mapping as _build_mapping
+from mmsam.interop.mfnet import rule_for as _rule_for
 from mmsam.methods import create_method
 from mmsam.testing import fill_deterministic, fixed_input
 
@@ -241,132 +245,17 @@ def official_tensors(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     return out
 
 
-# ----------------------------------------------------------------------------- the key mapping
-
-Rule = tuple[list[str], Callable[[list[torch.Tensor]], torch.Tensor]]
-_same: Callable[[list[torch.Tensor]], torch.Tensor] = lambda ts: ts[0]
-_cat: Callable[[list[torch.Tensor]], torch.Tensor] = lambda ts: torch.cat(ts, 0)
-_as1: Callable[[list[torch.Tensor]], torch.Tensor] = lambda ts: ts[0].reshape(1)
-STREAM = {"x": "irrg", "y": "dsm"}
-
-
-def _encoder_rule(rest: str, adapter: str) -> Rule | None:
-    """Rule for the official ``image_encoder.<rest>``."""
-    if rest.startswith(("patch_embed.", "neck.")) or rest == "pos_embed":
-        return [ENC + rest], _same
-    parts = rest.split(".")
-    if parts[0] != "blocks":
-        return None
-    b, sub = f"{ENC}blocks.{parts[1]}.", ".".join(parts[2:])
-    if sub.startswith(("norm1.", "norm2.")):
-        return [b + sub], _same
-    rel = {"attn.rel_h": "rel_pos_h", "attn.rel_w": "rel_pos_w"}
-    if adapter == "mm_adapter":
-        if sub in rel:
-            return [b + "attn.base_layer." + rel[sub]], _same
-        if sub.startswith(("attn.", "mlp.")):  # frozen SAM Linears
-            stage, tail = sub.split(".", 1)
-            return [f"{b}{stage}.base_layer.{tail}"], _same
-        adapters = {"Img_Adapter": "attn.adapters.irrg", "DSM_Adapter": "attn.adapters.dsm",
-                    "MLPx_Adapter": "mlp.adapters.irrg", "MLPy_Adapter": "mlp.adapters.dsm"}
-        if parts[2] in adapters:
-            layer = {"D_fc1": "down", "D_fc2": "up"}[parts[3]]
-            return [f"{b}{adapters[parts[2]]}.{layer}.{parts[4]}"], _same
-        if sub in ("wx_Adapter", "wy_Adapter"):
-            return [f"{b}mlp.lambdas.{STREAM[sub[1]]}"], _as1
-        return None
-    # MMLoRA
-    if sub in rel:
-        return [b + "attn." + rel[sub]], _same  # a global block's 127-row table: see copy_into_official
-    if sub == "attn.proj.weight" or sub == "attn.proj.bias":
-        return [b + sub], _same
-    if sub.startswith(("attn.qkv.", "mlp.lin1.", "mlp.lin2.")):
-        module, leaf = sub.rsplit(".", 1)
-        if leaf in ("weight", "bias"):
-            return [f"{b}{module}.base_layer.{leaf}"], _same
-        if leaf in ("lora_wx", "lora_wy"):
-            return [f"{b}{module}.lambdas.{STREAM[leaf[-1]]}"], _as1
-        if leaf.startswith("lora_"):  # lora_Ax / lora_Bx / lora_Ay / lora_By
-            mat, stream = leaf[5], STREAM[leaf[6]]
-            n = 2 if module == "attn.qkv" else 1  # q and v of the fused qkv: rows [q; v] (conv1d groups)
-            return [f"{b}{module}.lora.{stream}.lora_{mat}.{k}.weight" for k in range(n)], _cat
-    return None
-
-
-_DECODER_BLOCK = {
-    "norm1": "norm1", "norm2": "norm2", "attn.relative_position_bias_table": "attn.rel_bias",
-    "attn.local1": "attn.local3", "attn.local2": "attn.local1", "attn.qkv.0": "attn.qkv",
-    "attn.proj.0": "attn.proj.depthwise", "attn.proj.1": "attn.proj.bn", "attn.proj.2": "attn.proj.pointwise",
-    "mlp.fc1": "mlp.0", "mlp.fc2": "mlp.2",
-}
-_DECODER_FUSE = {"weights": "weights", "pre_conv.0": "skip", "post_conv": "post"}
-_DECODER_FRH = {"pa.0": "spatial.0", "ca.1.0": "channel.1", "ca.3.0": "channel.3", "shortcut": "shortcut",
-                "proj.0": "proj.depthwise", "proj.1": "proj.bn", "proj.2": "proj.pointwise"}
-_DECODER_TOP = {"pre_conv": "pre_conv", "segmentation_head.0": "seg_head.0", "segmentation_head.2.0": "seg_head.2"}
-
-
-def _prefix_map(name: str, table: dict[str, str]) -> str | None:
-    for old in sorted(table, key=len, reverse=True):
-        if name == old or name.startswith(old + "."):
-            return table[old] + name[len(old):]
-    return None
-
-
-def _decoder_rule(rest: str) -> Rule | None:
-    head, _, tail = rest.partition(".")
-    if head in ("b2", "b3", "b4"):
-        mapped = _prefix_map(tail, _DECODER_BLOCK)
-    elif head in ("p2", "p3"):
-        mapped = _prefix_map(tail, _DECODER_FUSE)
-    elif head == "p1":
-        mapped = _prefix_map(tail, {**_DECODER_FUSE, **_DECODER_FRH})
-    else:
-        mapped = _prefix_map(rest, _DECODER_TOP)
-        return ([f"decoder.{mapped}"], _same) if mapped else None
-    return ([f"decoder.{head}.{mapped}"], _same) if mapped else None
-
+# ----------------------------------------------------------------------------- the key mapping (mmsam.interop.mfnet)
 
 def rule_for(key: str, adapter: str) -> Rule | None:
-    """How the official tensor ``key`` is made from ours (``None``: not mapped)."""
-    if key.startswith("image_encoder."):
-        return _encoder_rule(key[len("image_encoder."):], adapter)
-    if key.startswith("decoder."):
-        return _decoder_rule(key[len("decoder."):])
-    head, _, tail = key.partition(".")
-    if head.startswith("fpn"):  # fpn1x / fpn2x (fpn3/4 hold nothing): 1/4 and 1/8 branches
-        level, stream = {"1": "up4", "2": "up8"}[head[3]], STREAM[head[4]]
-        if level == "up8":  # Sequential(ConvT) -> ours up8 is the ConvT itself
-            tail = tail.split(".", 1)[1]
-        elif tail.startswith("1.ln."):  # Norm2d(LayerNorm) -> ours LayerNorm2d
-            tail = "1." + tail[len("1.ln."):]
-        return [f"dfm.pyramids.{stream}.{level}.{tail}"], _same
-    if head.startswith("fusion"):  # fusion<i>.se_rgb / se_depth .fc.0 / .fc.2
-        i = int(head[len("fusion"):]) - 1
-        se, _, fc = tail.partition(".")
-        stream = {"se_rgb": "irrg", "se_depth": "dsm"}[se]
-        layer = {"fc.0": "fc1", "fc.2": "fc2"}[fc.rsplit(".", 1)[0]]
-        return [f"dfm.se.{stream}.{i}.{layer}.{fc.rsplit('.', 1)[1]}"], _same
-    return None
-
-
-# held by the official model, never used by its forward (it bypasses SAM's pixel normalisation too)
-UNUSED_OFFICIAL = ("sam.prompt_encoder.", "sam.mask_decoder.", "sam.pixel_mean", "sam.pixel_std")
-CONSTANT_OFFICIAL = ("relative_position_index",)  # the decoder's index buffers: fixed by the window size
+    return _rule_for(key, adapter, MODALITIES)
 
 
 def build_mapping(official: dict[str, torch.Tensor], ours: dict[str, torch.Tensor], adapter: str) -> dict[str, Rule]:
-    mapping, missing = {}, []
-    for key in official:
-        if key.startswith(UNUSED_OFFICIAL) or key.endswith(CONSTANT_OFFICIAL):
-            continue
-        rule = rule_for(key, adapter)
-        if rule is None or any(k not in ours for k in rule[0]):
-            missing.append((key, rule[0] if rule else None))
-            continue
-        mapping[key] = rule
-    if missing:
-        raise SystemExit(f"official tensors not mapped: {missing[:20]} ({len(missing)} in all)")
-    return mapping
+    try:
+        return _build_mapping(official, ours, adapter, MODALITIES)
+    except CheckpointError as e:
+        raise SystemExit(str(e)) from None
 
 
 def copy_into_official(official: dict[str, torch.Tensor], ours: dict[str, torch.Tensor], mapping: dict[str, Rule], tables: dict[str, torch.Tensor]) -> None:
@@ -468,11 +357,12 @@ def compare(adapter: str, ssrs: Path, write_golden: bool, commit: str | None = N
         "relative L2 |d| of all gradients": (num / den) ** 0.5,
     }
     if write_golden:
-        write(adapter, ssrs, commit, o, t, mapping, ours_train, (irrg, dsm, label), report)
+        shapes = {k: list(official_sd[k].shape) for k in mapping}  # the official layout, for the import test
+        write(adapter, ssrs, commit, o, t, mapping, ours_train, (irrg, dsm, label), report, shapes)
     return report
 
 
-def write(adapter, ssrs, commit, ours_out, off_out, mapping, ours_train, data, report) -> None:
+def write(adapter, ssrs, commit, ours_out, off_out, mapping, ours_train, data, report, official_shapes) -> None:
     from mmsam.testing import save_golden
 
     # official gradients in ours' names and layout (a fused qkv LoRA matrix split back into q and v)
@@ -499,6 +389,7 @@ def write(adapter, ssrs, commit, ours_out, off_out, mapping, ours_train, data, r
         "grad_names": json.dumps(names),
         "grad_slices": json.dumps(GRAD_SLICES[adapter]),
         "measured": json.dumps({k: v for k, v in report.items() if k.startswith(("max", "|d|"))}),
+        "official_shapes": json.dumps(official_shapes),
     }
     GOLDEN_DIR.mkdir(parents=True, exist_ok=True)
     path = GOLDEN_DIR / f"mfnet_{adapter}.safetensors"

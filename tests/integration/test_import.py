@@ -1,0 +1,95 @@
+"""`mmsam import`: checkpoints written by the papers' own code become model folders whose logits
+equal the official model's (the golden values of tests/golden, produced by benchmarks/parity/)."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from torch import nn
+
+import mmsam
+from mmsam.cli import main
+from mmsam.interop.memorysam import ours_to_official
+from mmsam.methods import MemorySAM
+from mmsam.testing import fill_deterministic, fixed_input, load_golden
+
+GOLDEN = Path(__file__).resolve().parents[1] / "golden"
+
+
+def _no_dropout(module: nn.Module) -> None:
+    for m in module.modules():
+        if isinstance(m, nn.Dropout):
+            m.p = 0.0
+        if hasattr(m, "dropout_p"):
+            m.dropout_p = 0.0
+
+
+def _folder_config(path: Path, method: dict, classes: int, modalities: list[str]) -> Path:
+    """A config that builds ``method`` for ``classes`` classes and ``modalities`` (no data needed)."""
+    cfg = {
+        "model": {"method": method},
+        "trainer": {"accelerator": "cpu", "logger": False, "enable_checkpointing": False},
+        "data": {"dataset": "folder", "root": str(path.parent / "nodata"), "modalities": modalities,
+                 "dataset_options": {"classes": [f"c{i}" for i in range(classes)]}},
+    }
+    path.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    return path
+
+
+def test_memorysam_official_checkpoint_imports_to_the_official_logits(tmp_path: Path, capsys) -> None:
+    tensors, meta = load_golden(GOLDEN / "memorysam_sam2_hiera_t.safetensors")
+    kwargs = json.loads(meta["init_args"])
+    seed = int(meta["seed"])
+    # the official training script's file: LoRA_Sam's state dict, written from the parity weights
+    model = MemorySAM(**kwargs)
+    fill_deterministic(model, seed)
+    with torch.no_grad():
+        for name, b in model.named_buffers():
+            if name.endswith("positional_encoding_gaussian_matrix"):
+                b.copy_(fixed_input(tuple(b.shape), seed, name=name))
+    official = {ours_to_official(k): v.clone() for k, v in model.state_dict().items() if k.startswith("backbone.sam2_model.")}
+    assert any(".attn.qkv.linear_a_q." in k for k in official) and all(k.startswith("sam.") for k in official)
+    ckpt = tmp_path / "memorysam_official.pth"
+    torch.save(official, ckpt)
+    del model
+
+    init = {k: v for k, v in kwargs.items() if k not in ("num_classes", "modalities")}
+    cfg = _folder_config(tmp_path / "c.yaml", {"class_path": "mmsam.methods.MemorySAM", "init_args": init},
+                         kwargs["num_classes"], kwargs["modalities"])
+    assert main(["import", "--from", "memorysam", str(ckpt), "--config", str(cfg), "--output", str(tmp_path / "model")]) == 0
+    assert "imported" in capsys.readouterr().out
+
+    imported = mmsam.load(tmp_path / "model").task.method
+    imported.train()  # the golden logits were taken in training mode (SPMM on), dropout off
+    _no_dropout(imported)
+    imported.spmm.prototypes.zero_()
+    x, label = tensors["images"], tensors["label"].long()
+    for m in (2, 3):
+        with torch.no_grad():
+            out = imported({"modalities": {n: x[i] for i, n in enumerate(kwargs["modalities"][:m])}, "label": label})
+        diff = (out["logits"] - tensors[f"logits_m{m}"]).abs().max().item()
+        assert diff <= 1e-5, f"M={m}: imported logits differ from the official ones by {diff:.2e}"
+
+
+def test_import_refuses_bad_files(tmp_path: Path, capsys) -> None:
+    cfg = _folder_config(tmp_path / "c.yaml", {"class_path": "mmsam.methods.MemorySAM",
+                                               "init_args": {"backbone": "sam2_hiera_micro", "img_size": 64}}, 4, ["rgb", "depth"])
+    wrong = tmp_path / "wrong.pth"
+    torch.save({"sam.image_encoder.trunk.blocks.0.attn.qkv.qkv.weight": torch.zeros(3, 3)}, wrong)
+
+    class Evil:
+        def __reduce__(self):
+            return (Path.touch, (tmp_path / "pwned",))
+
+    evil = tmp_path / "evil.pth"
+    torch.save({"x": Evil()}, evil)
+    for path, message in ((wrong, "does not fit"), (evil, "tensors-only"), (tmp_path / "none.pth", "not found")):
+        assert main(["import", "--from", "memorysam", str(path), "--config", str(cfg), "--output", str(tmp_path / "m")]) == 2
+        last = capsys.readouterr().err.strip().splitlines()[-1]
+        assert last.startswith("mmsam: error:") and path.name in last and message in last, last
+    assert not (tmp_path / "pwned").exists()
+    with pytest.raises(SystemExit):
+        main(["import", "--from", "convlora", str(wrong), "--config", str(cfg), "--output", str(tmp_path / "m")])
