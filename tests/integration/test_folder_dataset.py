@@ -34,6 +34,17 @@ def _write_scene(root: Path, split: str, i: int, rng: np.random.Generator) -> No
     np.save(root / split / "nir" / f"scene{i:03d}.npy", nir)
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _restore_modality_registry():
+    """The folder data set registers `thermal` on use; other test modules expect it unknown."""
+    from mmsam.data import modalities
+
+    saved = dict(modalities._REGISTRY)
+    yield
+    modalities._REGISTRY.clear()
+    modalities._REGISTRY.update(saved)
+
+
 @pytest.fixture(scope="module")
 def folder_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("own") / "scenes"

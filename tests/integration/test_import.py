@@ -93,3 +93,48 @@ def test_import_refuses_bad_files(tmp_path: Path, capsys) -> None:
     assert not (tmp_path / "pwned").exists()
     with pytest.raises(SystemExit):
         main(["import", "--from", "convlora", str(wrong), "--config", str(cfg), "--output", str(tmp_path / "m")])
+
+
+def _parity_mfnet():
+    import importlib.util
+
+    script = Path(__file__).resolve().parents[2] / "benchmarks" / "parity" / "mfnet.py"
+    spec = importlib.util.spec_from_file_location("mmsam_parity_mfnet_import", script)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_mfnet_official_checkpoint_imports_to_the_official_logits(tmp_path: Path, capsys) -> None:
+    """An MMLoRA checkpoint in the official layout (64-grid position embedding, 127-row global
+    rel-pos tables, fused q/v LoRA factors, wx/wy mixing weights) imports to the official logits."""
+    from mmsam.interop.mfnet import rule_for
+
+    pm = _parity_mfnet()
+    adapter = "mm_lora"
+    golden, meta = load_golden(GOLDEN / f"mfnet_{adapter}.safetensors")
+    shapes = json.loads(meta["official_shapes"])  # the official state dict's layout, recorded by the parity script
+    torch.manual_seed(0)
+    ours = pm.build_ours(adapter)
+    sd = {**dict(ours.named_parameters()), **dict(ours.named_buffers())}
+    tables = pm.official_size_tables(adapter)
+    official = {}
+    for key, shape in shapes.items():
+        src, fn = rule_for(key, adapter, ["irrg", "dsm"])
+        value = tables[key] if key in tables else fn([sd[k] for k in src])
+        assert list(value.shape) == shape, key
+        official[("sam." + key) if key.startswith("image_encoder.") else key] = value.detach().clone()
+    ckpt = tmp_path / "mfnet_mmlora_official.pth"
+    torch.save(official, ckpt)
+    del ours, sd
+
+    method = {"class_path": "mmsam.methods.MFNet", "init_args": {"backbone": "sam_vit_b", "img_size": 256,
+              "adapter": {"class_path": "mmsam.adapters.MMLoRAConfig"}}}
+    cfg = _folder_config(tmp_path / "c.yaml", method, pm.NUM_CLASSES, list(pm.MODALITIES))
+    assert main(["import", "--from", "mfnet", str(ckpt), "--config", str(cfg), "--output", str(tmp_path / "model")]) == 0
+    model = mmsam.load(tmp_path / "model").task.method.eval()
+    irrg, dsm, _ = pm.fixed_data()
+    with torch.no_grad():
+        logits = model(pm.ours_batch(irrg, dsm))["logits"]
+    diff = (logits[..., :: pm.SUB, :: pm.SUB] - golden["logits_sub"]).abs().max().item()
+    assert diff <= 1e-6, f"imported MFNet logits differ from the official ones by {diff:.2e}"
