@@ -1,4 +1,5 @@
 from mmsam.engine.prediction_writer import ColorMaskWriter, colorize
+from mmsam.engine.rank_sync import RankSyncCheck
 from mmsam.engine.task import SegmentationTask
 
-__all__ = ["ColorMaskWriter", "SegmentationTask", "colorize"]
+__all__ = ["ColorMaskWriter", "RankSyncCheck", "SegmentationTask", "colorize"]

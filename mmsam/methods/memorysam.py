@@ -99,6 +99,11 @@ class MemorySAM(SegmentationMethod):
         for p in sam2._parameters.values():  # the loose SAM 2 tensors: no_mem_embed, maskmem_tpos_enc, no_obj_ptr…
             if p is not None:
                 p.requires_grad_(True)
+        # every frame is a conditioning frame and frame 0 adds no_mem_embed directly, so
+        # no_mem_pos_enc never enters the graph (in the official code either): frozen, or DDP
+        # would wait for its gradient and the processes drift apart
+        if isinstance(getattr(sam2, "no_mem_pos_enc", None), nn.Parameter):
+            sam2.no_mem_pos_enc.requires_grad_(False)
         sam2.memory_attention.requires_grad_(train_memory)
         sam2.memory_encoder.requires_grad_(train_memory)
         if not object_score_gate:
