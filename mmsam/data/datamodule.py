@@ -217,6 +217,8 @@ class MultiModalDataModule(L.LightningDataModule):
         if shuffle and n is not None:  # an epoch = n random items (MFNet: random tile + crop)
             sampler, shuffle = RandomSampler(ds, replacement=True, num_samples=n), False
         size = n if sampler is not None else len(ds)  # type: ignore[arg-type]
+        if not shuffle:
+            sampler = _unrepeated_sampler(ds)
         return DataLoader(
             ds, batch_size=batch_size, shuffle=shuffle, sampler=sampler, num_workers=w,
             drop_last=key == "train" and size >= batch_size,
@@ -233,3 +235,15 @@ class MultiModalDataModule(L.LightningDataModule):
 
     def predict_dataloader(self) -> DataLoader:
         return self._loader("predict", self.hparams.eval_batch_size, shuffle=False)
+
+
+def _unrepeated_sampler(dataset: Dataset) -> Optional[Any]:
+    """Under DDP, each evaluation sample on exactly one process (Lightning's default
+    DistributedSampler pads the last batch with repeats, which the metrics would count twice)."""
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() < 2:
+        return None
+    from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
+
+    return UnrepeatedDistributedSampler(dataset, shuffle=False)

@@ -300,7 +300,10 @@ class SegmentationTask(pl.LightningModule):
         rows = []
         for i, subset in enumerate(self._active_subsets()):
             metric = self.metrics[f"{stage}_{i}"]
-            if metric.confmat.sum() == 0 and not self.trainer.sanity_checking:
+            # decided on the total over processes: a process that saw no batch (fewer samples
+            # than processes) must still enter compute's all-reduce with the others
+            seen = self.trainer.strategy.reduce(metric.confmat.sum().float(), reduce_op="sum")
+            if float(seen) == 0 and not self.trainer.sanity_checking:
                 metric.reset()
                 continue
             scores = metric.compute()
@@ -322,7 +325,8 @@ class SegmentationTask(pl.LightningModule):
         if self.binary_scores is None:
             return None
         metric = self.binary_scores[stage]
-        if int(metric.count) == 0 and not self.trainer.sanity_checking:
+        seen = self.trainer.strategy.reduce(metric.count.float().sum(), reduce_op="sum")
+        if float(seen) == 0 and not self.trainer.sanity_checking:
             metric.reset()
             return None
         scores = metric.compute()
