@@ -20,6 +20,7 @@ from PIL import Image, ImageDraw
 from mmsam.engine.prediction_writer import _default_palette, colorize
 from mmsam.engine.task import _restrict, all_subsets, subset_key
 from mmsam.errors import CheckpointError
+from mmsam.fileio import load_torch_file
 from mmsam.metrics import SegmentationMetrics
 
 
@@ -28,10 +29,7 @@ def load_checkpoint_weights(task: Any, path: str | Path) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: checkpoint file not found")
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as e:  # noqa: BLE001  (torn / foreign file: one message naming it)
-        raise CheckpointError(f"{path}: cannot read the checkpoint ({type(e).__name__}: {e})") from None
+    ckpt = load_torch_file(path)  # weights_only=True: never unpickles; torn / foreign file: one line naming it
     if not isinstance(ckpt, dict):
         raise CheckpointError(f"{path}: not a Lightning checkpoint of mmsam")
     try:
