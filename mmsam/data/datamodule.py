@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Any, Optional, Sequence
 
 import lightning as L
-import torch
 from torch.utils.data import DataLoader, Dataset
 
 from mmsam.data.datasets import get_dataset_entry
@@ -216,7 +215,7 @@ class MultiModalDataModule(L.LightningDataModule):
             return ResumableDataLoader(
                 SeededDataset(ds), batch_size=batch_size, sampler=sampler, num_workers=w,
                 drop_last=len(sampler) >= batch_size, pin_memory=self.hparams.pin_memory,
-                persistent_workers=w > 0, generator=torch.Generator().manual_seed(sampler.seed))
+                persistent_workers=w > 0)
         return DataLoader(
             ds, batch_size=batch_size, shuffle=False, num_workers=w,
             pin_memory=self.hparams.pin_memory, persistent_workers=w > 0)

@@ -124,9 +124,12 @@ class ResumableDataLoader(DataLoader):
     position survives a checkpoint (Lightning saves ``state_dict()`` with its loop state)."""
 
     def __init__(self, dataset: Dataset, *args: Any, **kwargs: Any) -> None:
+        sampler = kwargs.get("sampler")
+        if not isinstance(sampler, ResumableSampler):
+            raise TypeError(f"ResumableDataLoader needs sampler=ResumableSampler(...), got {type(sampler).__name__}")
+        # its own generator: creating an iterator (worker base seed) never draws from the global RNG
+        kwargs.setdefault("generator", torch.Generator().manual_seed(sampler.seed))
         super().__init__(dataset, *args, **kwargs)
-        if not isinstance(self.sampler, ResumableSampler):
-            raise TypeError(f"ResumableDataLoader needs a ResumableSampler, got {type(self.sampler).__name__}")
         self._epoch = self.sampler.epoch
         self._next = 0  # batches handed out in the epoch being iterated
 
