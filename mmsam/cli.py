@@ -98,6 +98,14 @@ def _make_cli_class() -> type:
                 kwargs["plugins"] = [*plugins, AtomicCheckpointIO()]
             return super().instantiate_trainer(**kwargs)
 
+        def _parse_ckpt_path(self) -> None:
+            """Check ``--ckpt_path`` (pickle-free, not torn, a checkpoint) before Lightning reads its hparams."""
+            sub = self.config.get("subcommand")
+            ckpt = self.config[sub].get("ckpt_path") if sub else None
+            if ckpt and Path(ckpt).is_file():
+                check_checkpoint(ckpt)
+            super()._parse_ckpt_path()
+
         def _resolve_ckpt(self, ckpt: str) -> Path | None:
             """The file ``--ckpt_path`` names (``last``: the newest ``last*.ckpt``), or None."""
             if ckpt not in ("last", "best", "hpc", "registry"):
