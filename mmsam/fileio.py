@@ -133,6 +133,10 @@ def load_torch_file(path: str | Path, *, map_location: Any = "cpu", mmap: bool =
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: checkpoint file not found")
+    if not zipfile.is_zipfile(path):  # torch.save's archive ends with a zip directory: torn / empty / foreign files lack it
+        size = path.stat().st_size
+        raise CheckpointError(f"{path}: not a readable checkpoint: {'empty file' if size == 0 else f'{size} bytes'} without "
+                              "the archive torch.save writes (truncated, or another format)")
     try:
         return torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
     except pickle.UnpicklingError as e:
