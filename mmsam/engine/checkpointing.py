@@ -154,6 +154,7 @@ class ResumeState(Callback):
 
     def __init__(self) -> None:
         self._pending: Optional[dict[str, Any]] = None
+        self._resumed = False
 
     @property
     def state_key(self) -> str:
@@ -171,13 +172,25 @@ class ResumeState(Callback):
         ranks = state_dict.get("rng") or []
         rank = torch.distributed.get_rank() if torch.distributed.is_available() and torch.distributed.is_initialized() else 0
         self._pending = ranks[rank] if rank < len(ranks) else None
+        self._resumed = True
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if self._pending is not None:
             set_rng_states(self._pending)
             self._pending = None
+        if not getattr(self, "_resumed", False):
+            return
+        self._resumed = False
+        from lightning.fabric.utilities.data import _set_sampler_epoch
+
         loop = trainer.fit_loop
-        if getattr(loop, "_combined_loader_states_to_load", None) and getattr(loop, "_combined_loader", None) is not None:
+        loader = getattr(loop, "_combined_loader", None)
+        if loader is None or getattr(loop, "_data_fetcher", None) is None:
+            return
+        if getattr(loop, "_combined_loader_states_to_load", None):
             loop._load_combined_loader_states()  # no-op unless resuming mid-epoch
-            if not loop._combined_loader_states_to_load and loop._data_fetcher is not None:
-                iter(loop._data_fetcher)  # a fresh iterator that starts at the loaded position
+        # the iterator Lightning made before the restore may already hold epoch 0's indices (worker
+        # prefetch): start a fresh one at the resumed epoch / position (a loaded position wins)
+        for dl in loader.flattened:
+            _set_sampler_epoch(dl, loop.epoch_progress.current.processed)
+        iter(loop._data_fetcher)

@@ -44,8 +44,12 @@ def _final(run: Path) -> tuple[dict, list[float]]:
 
 @pytest.fixture(scope="module")
 def reference(tiny_root, tmp_path_factory):
-    from conftest import write_config
+    import importlib.util
 
+    spec = importlib.util.spec_from_file_location("_integration_conftest", HERE / "conftest.py")
+    helpers = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(helpers)  # type: ignore[union-attr]
+    write_config = helpers.write_config
     tmp = tmp_path_factory.mktemp("ref")
     cfg = _config(write_config, tmp, tiny_root, tmp / "run", "ref")
     res = _fit(cfg, "--last_every_n_train_steps", "1")
@@ -53,14 +57,16 @@ def reference(tiny_root, tmp_path_factory):
     return _final(tmp / "run")
 
 
-@pytest.mark.parametrize("kill_at, every, saved_at", [
-    ("before_optimizer_step:2", 0, 2),  # in epoch 1's first step: resumes from the end-of-epoch-0 last.ckpt
-    ("before_optimizer_step:3", 1, 3),  # in epoch 1's second step: resumes mid-epoch (last.ckpt of step 3)
-    ("validation_start:4", 1, 3),       # in epoch 1's validation: resumes mid-epoch, replays the last batch
+@pytest.mark.parametrize("kill_at, every, saved_at, workers", [
+    ("before_optimizer_step:2", 0, 2, 0),  # in epoch 1's first step: resumes from the end-of-epoch-0 last.ckpt
+    ("before_optimizer_step:3", 1, 3, 0),  # in epoch 1's second step: resumes mid-epoch (last.ckpt of step 3)
+    ("validation_start:4", 1, 3, 0),       # in epoch 1's validation: resumes mid-epoch, replays the last batch
+    pytest.param("before_optimizer_step:2", 0, 2, 2, marks=pytest.mark.xfail(
+        reason="open: with loader workers the resumed run does not yet match (issue 13, point 1)", strict=False)),
 ])
-def test_killed_and_resumed_run_matches_uninterrupted(reference, tiny_root, make_config, tmp_path, kill_at, every, saved_at):
+def test_killed_and_resumed_run_matches_uninterrupted(reference, tiny_root, make_config, tmp_path, kill_at, every, saved_at, workers):
     run = tmp_path / "run"
-    cfg = _config(make_config, tmp_path, tiny_root, run, "c")
+    cfg = _config(make_config, tmp_path, tiny_root, run, "c", data__num_workers=workers)
     killed = _fit(cfg, "--last_every_n_train_steps", str(every), kill_at=kill_at)
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
     at_kill = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)

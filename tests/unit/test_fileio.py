@@ -134,36 +134,3 @@ def test_torn_or_foreign_files_give_one_line(tmp_path: Path, content) -> None:
         load_torch_file(bad)
     assert "\n" not in str(info.value)
 
-
-def test_resumable_loader_state_round_trip() -> None:
-    from torch.utils.data import TensorDataset
-
-    from mmsam.data.sampling import ResumableDataLoader, ResumableSampler, SeededDataset
-
-    class Noisy(TensorDataset):
-        def __getitem__(self, i):
-            return super().__getitem__(i)[0] + torch.rand(())  # an "augmentation"
-
-    ds = Noisy(torch.arange(10.0))
-
-    def loader() -> ResumableDataLoader:
-        return ResumableDataLoader(SeededDataset(ds), batch_size=3, drop_last=True, sampler=ResumableSampler(ds, seed=7))
-
-    a = loader()
-    a.sampler.set_epoch(2)
-    full = list(a)
-    assert len(full) == 3 and a.state_dict() == {"seed": 7, "epoch": 3, "batch": 0}
-    b = loader()
-    b.sampler.set_epoch(2)
-    it = iter(b)
-    first = next(it)
-    state = b.state_dict()
-    assert state == {"seed": 7, "epoch": 2, "batch": 1} and torch.equal(first, full[0])
-    c = loader()
-    c.load_state_dict(state)
-    c.sampler.set_epoch(2)  # Lightning's call before the epoch: ignored while the position is pending
-    rest = list(c)
-    assert len(rest) == 2 and all(torch.equal(x, y) for x, y in zip(rest, full[1:]))  # same order, same draws
-    rng = torch.get_rng_state()
-    list(loader())
-    assert torch.equal(rng, torch.get_rng_state())  # loading never moves the caller's RNG
