@@ -35,6 +35,7 @@ def _loggers(root: Path) -> list[Any]:
 
 def _make_cli_class() -> type:
     from jsonargparse import set_parsing_settings
+    from lightning.fabric.plugins import CheckpointIO
     from lightning.pytorch.callbacks import ModelCheckpoint
     from lightning.pytorch.cli import LightningCLI
 
@@ -46,6 +47,7 @@ def _make_cli_class() -> type:
 
     from mmsam.data.datamodule import MultiModalDataModule
     from mmsam.engine import ColorMaskWriter, SegmentationTask
+    from mmsam.engine.checkpointing import AtomicCheckpointIO, ResumableCheckpoint, ResumeState, check_checkpoint
 
     class SegmentationCLI(LightningCLI):
         """LightningCLI with the data module's facts linked into the task."""
@@ -57,6 +59,9 @@ def _make_cli_class() -> type:
         def add_arguments_to_parser(self, parser: Any) -> None:
             parser.add_lightning_class_args(ColorMaskWriter, "predict_writer")
             parser.add_argument("--test_after_fit", type=bool, default=True, help="run the test split with the best checkpoint after fit")
+            parser.add_argument("--last_every_n_train_steps", type=int, default=0,
+                                help="also rewrite last.ckpt every N optimiser steps (default checkpoint callback; "
+                                     "0: only at the end of each epoch)")
             for src, dst in (
                 ("data.num_classes", "model.num_classes"),
                 ("data.modalities", "model.modalities"),
@@ -77,26 +82,56 @@ def _make_cli_class() -> type:
                     c.dirpath = str(root / "checkpoints")
             if cfg.get("enable_checkpointing", True) is not False and not any(isinstance(c, ModelCheckpoint) for c in callbacks):
                 callbacks.append(
-                    ModelCheckpoint(
+                    ResumableCheckpoint(
                         dirpath=str(root / "checkpoints"),
                         filename="epoch{epoch:03d}-miou{val/mIoU:.2f}",
                         auto_insert_metric_name=False,
                         monitor="val/mIoU",
                         mode="max",
                         save_last=True,
+                        last_every_n_train_steps=int(self._get(self.config_init, "last_every_n_train_steps", default=0) or 0),
                     )
                 )
-                kwargs["callbacks"] = callbacks
+            if not any(isinstance(c, ResumeState) for c in callbacks):  # RNG states of every process in each checkpoint
+                callbacks.append(ResumeState())
+            kwargs["callbacks"] = callbacks
+            # atomic local saves, weights_only loads: unless the config brings its own checkpoint IO
+            plugins = cfg.get("plugins")
+            plugins = list(plugins) if isinstance(plugins, (list, tuple)) else ([] if plugins is None else [plugins])
+            if not any(isinstance(p, CheckpointIO) for p in plugins):
+                kwargs["plugins"] = [*plugins, AtomicCheckpointIO()]
             return super().instantiate_trainer(**kwargs)
+
+        def _parse_ckpt_path(self) -> None:
+            """Check ``--ckpt_path`` (pickle-free, not torn, a checkpoint) before Lightning reads its hparams."""
+            sub = self.config.get("subcommand")
+            ckpt = self.config[sub].get("ckpt_path") if sub else None
+            if ckpt and Path(ckpt).is_file():
+                check_checkpoint(ckpt)
+            super()._parse_ckpt_path()
+
+        def _resolve_ckpt(self, ckpt: str) -> Path | None:
+            """The file ``--ckpt_path`` names (``last``: the newest ``last*.ckpt``), or None."""
+            if ckpt not in ("last", "best", "hpc", "registry"):
+                return Path(ckpt)
+            if ckpt != "last":
+                return None
+            found = [Path(p) for cb in self.trainer.checkpoint_callbacks if isinstance(cb, ModelCheckpoint)
+                     for p in cb._find_last_checkpoints(self.trainer)]
+            return max(found, key=lambda p: p.stat().st_mtime) if found else None
 
         def _run_subcommand(self, subcommand: str) -> None:
             ckpt = self._get(self.config, "ckpt_path", default=None)
             if ckpt and ckpt not in ("last", "best", "hpc", "registry") and not Path(ckpt).is_file():
                 raise CheckpointError(f"{ckpt}: checkpoint file not found")
+            path = self._resolve_ckpt(str(ckpt)) if ckpt else None
+            if path is not None:
+                check_checkpoint(path)  # before any training: a pickle-bearing or torn file is one line
             try:
                 super()._run_subcommand(subcommand)
             except CheckpointError as e:
-                raise CheckpointError(f"{ckpt}: {e}" if ckpt else str(e)) from None
+                named = ckpt and (str(ckpt) in str(e) or (path is not None and str(path) in str(e)))
+                raise CheckpointError(str(e) if not ckpt or named else f"{ckpt}: {e}") from None
 
         def after_fit(self) -> None:
             if not self._get(self.config, "test_after_fit", default=True) or self.trainer.interrupted:
@@ -160,6 +195,9 @@ def _report(argv: list[str]) -> int:
     ckpt = Path(ns.ckpt_path)
     if not ckpt.is_file():
         raise CheckpointError(f"{ckpt}: checkpoint file not found")
+    from mmsam.engine.checkpointing import check_checkpoint
+
+    check_checkpoint(ckpt)  # pickle-free, before the model is built
     import logging
 
     import lightning.pytorch  # noqa: F401

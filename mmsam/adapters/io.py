@@ -7,8 +7,6 @@ the metadata names the base checkpoint (and its SHA-256) the adapters belong to.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +15,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from mmsam.errors import CheckpointError
+from mmsam.fileio import atomic_write_with
 
 FORMAT = "mmsam-adapters/1"
 
@@ -33,15 +32,7 @@ def save_trainable(module: nn.Module, path: str | Path, *, config: dict[str, Any
     if not state:
         raise CheckpointError(f"{path}: the model has no trainable parameters to save")
     meta = {"format": FORMAT, "config": json.dumps(config or {}, sort_keys=True, default=str)}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    os.close(fd)
-    try:
-        save_file(state, tmp, metadata=meta)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    atomic_write_with(path, lambda tmp: save_file(state, tmp, metadata=meta))  # tmp in path's folder, fsync, rename
     return sum(t.numel() for t in state.values())
 
 

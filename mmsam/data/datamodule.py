@@ -16,10 +16,11 @@ from typing import Any, Optional, Sequence
 
 import lightning as L
 import numpy as np
-from torch.utils.data import DataLoader, Dataset, RandomSampler
+from torch.utils.data import DataLoader, Dataset
 
 from mmsam.data.datasets import DATASET_PROTOCOL, check_dataset_options, get_dataset_entry
 from mmsam.data.modalities import validate_modalities
+from mmsam.data.sampling import ResumableDataLoader, ResumableSampler, SeededDataset
 from mmsam.data.transforms import IGNORE_INDEX, eval_transform, train_transform
 from mmsam.errors import ConfigError, DataError
 
@@ -213,15 +214,15 @@ class MultiModalDataModule(L.LightningDataModule):
         ds = self.datasets[key]
         w = self.hparams.num_workers
         n = self.hparams.train_samples_per_epoch
-        sampler = None
-        if shuffle and n is not None:  # an epoch = n random items (MFNet: random tile + crop)
-            sampler, shuffle = RandomSampler(ds, replacement=True, num_samples=n), False
-        size = n if sampler is not None else len(ds)  # type: ignore[arg-type]
-        if not shuffle:
-            sampler = _unrepeated_sampler(ds)
+        if shuffle:  # training: resumable mid-epoch, order and augmentations seeded (sampling.py)
+            # an epoch = n random items with replacement (MFNet: random tile + crop), or a permutation
+            sampler = ResumableSampler(ds, replacement=n is not None, num_samples=n)  # type: ignore[arg-type]
+            return ResumableDataLoader(
+                SeededDataset(ds), batch_size=batch_size, sampler=sampler, num_workers=w,
+                drop_last=len(sampler) >= batch_size, pin_memory=self.hparams.pin_memory,
+                persistent_workers=w > 0)
         return DataLoader(
-            ds, batch_size=batch_size, shuffle=shuffle, sampler=sampler, num_workers=w,
-            drop_last=key == "train" and size >= batch_size,
+            ds, batch_size=batch_size, shuffle=False, sampler=_unrepeated_sampler(ds), num_workers=w,
             pin_memory=self.hparams.pin_memory, persistent_workers=w > 0)
 
     def train_dataloader(self) -> DataLoader:

@@ -8,6 +8,8 @@ import numpy as np
 from lightning.pytorch.callbacks import BasePredictionWriter
 from PIL import Image
 
+from mmsam.fileio import atomic_write
+
 
 def colorize(labels: np.ndarray, palette: Sequence[Sequence[int]]) -> np.ndarray:
     """``(H, W)`` class ids to ``(H, W, 3)`` uint8 colours; ids outside the palette become black."""
@@ -37,9 +39,11 @@ class ColorMaskWriter(BasePredictionWriter):
         for pred, sample_id in zip(prediction["pred"].numpy(), prediction["id"]):
             path = self.output_dir / f"{sample_id}.png"
             path.parent.mkdir(parents=True, exist_ok=True)
-            Image.fromarray(colorize(pred, palette)).save(path)
+            with atomic_write(path) as f:
+                Image.fromarray(colorize(pred, palette)).save(f, format="PNG")
             if self.save_ids:
-                Image.fromarray(pred).save(path.with_name(path.stem + "_labelIds.png"))
+                with atomic_write(path.with_name(path.stem + "_labelIds.png")) as f:
+                    Image.fromarray(pred).save(f, format="PNG")
             self.written += 1
 
     def on_predict_end(self, trainer: Any, pl_module: Any) -> None:

@@ -20,6 +20,7 @@ from PIL import Image, ImageDraw
 from mmsam.engine.prediction_writer import _default_palette, colorize
 from mmsam.engine.task import _restrict, all_subsets, subset_key
 from mmsam.errors import CheckpointError
+from mmsam.fileio import atomic_write, load_torch_file
 from mmsam.metrics import SegmentationMetrics
 
 
@@ -28,10 +29,7 @@ def load_checkpoint_weights(task: Any, path: str | Path) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: checkpoint file not found")
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as e:  # noqa: BLE001  (torn / foreign file: one message naming it)
-        raise CheckpointError(f"{path}: cannot read the checkpoint ({type(e).__name__}: {e})") from None
+    ckpt = load_torch_file(path)  # weights_only=True: never unpickles; torn / foreign file: one line naming it
     if not isinstance(ckpt, dict):
         raise CheckpointError(f"{path}: not a Lightning checkpoint of mmsam")
     try:
@@ -116,7 +114,8 @@ def draw_confusion(confmat: np.ndarray, path: Path, class_names: Sequence[str] |
         for i in range(k):
             draw.text((margin + i * cell + 2, 2 + (i % 2) * 12), str(i), fill=(0, 0, 0))
             draw.text((2, margin + i * cell + (cell - 10) // 2), str(i), fill=(0, 0, 0))
-    canvas.save(path)
+    with atomic_write(path) as f:
+        canvas.save(f, format="PNG")
     return path
 
 
@@ -135,7 +134,8 @@ def draw_examples(examples: list[tuple[np.ndarray, np.ndarray, np.ndarray, str]]
         for c, tile in enumerate(tiles):
             img = Image.fromarray(tile).resize((w * scale, h * scale), Image.NEAREST)
             canvas.paste(img, (gap + c * (w * scale + gap), 14 + gap + r * (h * scale + gap)))
-    canvas.save(path)
+    with atomic_write(path) as f:
+        canvas.save(f, format="PNG")
     return path
 
 
@@ -283,6 +283,7 @@ def write_report(task: Any, datamodule: Any, output_dir: str | Path, *, examples
                   + ", ".join(f"`{sid}`" for *_, sid in shown), "", "![examples](examples.png)", ""]
     lines += ["Legend: " + ", ".join(f"{i} {n}" for i, n in enumerate(class_names)), ""]
     report = out / "report.md"
-    report.write_text("\n".join(lines))
+    with atomic_write(report, "w") as f:
+        f.write("\n".join(lines))
     result["files"] = [report, *files]
     return result

@@ -26,7 +26,7 @@ def test_fit_writes_checkpoints_and_prints_tables(tiny_root, make_config, tmp_pa
     assert re.search(r"^Road\s+\d+\.\d\d", text, re.M)
     ckpts = sorted(p.name for p in (tmp_path / "run" / "checkpoints").iterdir())
     assert "last.ckpt" in ckpts and any(n.startswith("epoch001") for n in ckpts)
-    state = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    state = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
     assert state["epoch"] == 1 and state["global_step"] == 4
     assert list((tmp_path / "run" / "logs").glob("version_*/metrics.csv"))
 
@@ -119,11 +119,11 @@ def test_kill_during_training_then_resume(tiny_root, make_config, tmp_path):
     finally:
         proc.send_signal(signal.SIGKILL)
         proc.wait()
-    state = torch.load(last, map_location="cpu", weights_only=False)  # not torn: written atomically
+    state = torch.load(last, map_location="cpu", weights_only=True)  # not torn: written atomically
     done = state["epoch"]
     cfg2 = make_config(tmp_path / "c2.yaml", tiny_root, run, trainer__max_epochs=done + 2, model__eval_modality_subsets=[])
     assert main(["fit", "--config", str(cfg2), "--ckpt_path", "last", "--test_after_fit", "false"]) == 0
-    resumed = torch.load(last, map_location="cpu", weights_only=False)
+    resumed = torch.load(last, map_location="cpu", weights_only=True)
     # no optimiser step lost or repeated: 2 steps per epoch up to the new max_epochs
     assert resumed["global_step"] == (done + 2) * 2
     # the resumed run started where the killed one stopped, not at epoch 0
@@ -148,7 +148,7 @@ def test_bf16_mixed_precision_trains_on_cpu(tiny_root, make_config, tmp_path):
     cfg = make_config(tmp_path / "c.yaml", tiny_root, tmp_path / "run", trainer__precision="bf16-mixed",
                       trainer__max_steps=2, model__eval_modality_subsets=[])
     assert main(["fit", "--config", str(cfg), "--test_after_fit", "false"]) == 0
-    state = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    state = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
     assert state["global_step"] == 2
     assert all(torch.isfinite(v).all() for k, v in state["state_dict"].items() if "lora_" in k)
 

@@ -60,7 +60,7 @@ def test_fit_conv_lora_sam_on_a_binary_folder_set(binary_root, make_config, tmp_
     assert re.search(r"^foreground\s+\d+\.\d\d", text, re.M)  # the test table after fit
     log = next((tmp_path / "run" / "logs").glob("version_*/metrics.csv")).read_text()
     assert "train/loss_structure" in log and "train/loss_balance" in log
-    state = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    state = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
     assert state["global_step"] == 2 and any("conv_lora.moe.0.w_gate" in k for k in state["state_dict"])
 
 

@@ -29,7 +29,7 @@ def test_fit_test_report_with_sliding_windows(tiny_root, make_config, tmp_path, 
     # the lr of the SGD optimiser dropped ×0.1 after epoch 1 (stepped per epoch)
     import torch
 
-    state = torch.load(ckpt, map_location="cpu", weights_only=False)
+    state = torch.load(ckpt, map_location="cpu", weights_only=True)
     assert state["optimizer_states"][0]["param_groups"][0]["lr"] == 1e-3
     assert state["lr_schedulers"][0]["milestones"] == {1: 1}
 

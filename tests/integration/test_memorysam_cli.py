@@ -30,7 +30,7 @@ def test_fit_memorysam_with_every_modality_subset(tiny_root, make_config, tmp_pa
     assert len(table) == 15 and all(re.search(r"(\d+\.\d\d\s+){2}\d+\.\d\d$", row) for row in table)
     log = next((tmp_path / "run" / "logs").glob("version_*/metrics.csv")).read_text()
     assert "train/loss_proto" in log and "train/loss_main" in log
-    state = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    state = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
     assert state["global_step"] == 2
     protos = state["state_dict"]["method.spmm.prototypes"]
     assert protos.shape == (25, 4) and protos.abs().sum() > 0  # micro conv_s0: 32 / 8 = 4 channels

@@ -43,7 +43,7 @@ def test_fit_mfnet_with_the_tiny_sam(adapter, tiny_root, make_config, tmp_path, 
     assert main(["fit", "--config", str(cfg)]) == 0
     text = capsys.readouterr().out
     assert re.search(r"^\s+x\s+-\s+\d+\.\d\d", text, re.M)  # the missing-depth row of the subset table
-    state = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    state = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
     assert state["global_step"] == 2
     keys = state["state_dict"]
     assert "method.backbone.image_encoder.blocks.1.mlp.lambdas.depth" in keys or \

@@ -139,7 +139,7 @@ def test_prototypes_survive_a_checkpoint_and_resume(tmp_path):
     saved = task.method.spmm.prototypes.clone()
     assert saved.abs().sum() > 0
     trainer.save_checkpoint(tmp_path / "last.ckpt")
-    state = torch.load(tmp_path / "last.ckpt", map_location="cpu", weights_only=False)
+    state = torch.load(tmp_path / "last.ckpt", map_location="cpu", weights_only=True)
     assert torch.equal(state["state_dict"]["method.spmm.prototypes"], saved)
 
     fresh = SegmentationTask(lambda k, mods: _model(True), num_classes=4, modalities=MODS, warmup_epochs=0)
