@@ -215,6 +215,7 @@ def main(argv: list[str] | None = None) -> int:
         "mask logits upsampled (B, N, 128, 128)": max_diff(ro["masks_up"], rt["masks_up"]),
         "semantic scores, each side's order": max_diff(ro["semantic"], rt["semantic"]),
         "semantic scores, official order": max_diff(sem_official_order, rt["semantic"]),
+        "composition order alone (mmsam both ways)": max_diff(ro["semantic"], sem_official_order),
     }
     print(f"\n[eval] official max|.|: masks {float(rt['masks'].abs().max()):.3e}, class logits "
           f"{float(rt['class_logits'].abs().max()):.3e}, semantic {float(rt['semantic'].abs().max()):.3e}")
