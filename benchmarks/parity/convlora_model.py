@@ -17,7 +17,8 @@ dict must load strictly, and importing it back must give our state dict). Both r
 mask logits upsampled to the image, and the semantic scores each side composes (AutoGluon:
 ``apply_multi_class_semantic_seg_postprocess`` on the upsampled masks; mmsam: ``exp`` of
 ``logits``, combined at 1/4 and then upsampled); plus a training-mode forward (same RNG seed, so the
-same gate noise) with the gates' balance loss.
+same gate noise) with the gates' balance loss. The binary model (AutoGluon ``num_classes=1``: HF's
+own decoder forward with one mask token; ours ``K = 2``) is run the same way.
 
 HF's ``SamTwoWayAttentionBlock`` builds its four LayerNorms with ``layer_norm_eps`` (1e-6 in every
 SamConfig, the checkpoints AutoGluon loads included); segment_anything's use PyTorch's 1e-5. The
@@ -129,15 +130,26 @@ def sam_config():
     )
 
 
-def build_official(ag: types.SimpleNamespace) -> torch.nn.Module:
+def build_ours_binary() -> ConvLoRASAM:
+    """The binary model (one mask token, no class head), filled as :func:`build_ours`."""
+    model = ConvLoRASAM(**{**INIT_ARGS, "num_classes": 2, "num_mask_tokens": None}, lora=ConvLoRAConfig(**LORA))
+    fill_deterministic(model, SEED)
+    with torch.no_grad():
+        pe = model.head.pe_layer.positional_encoding_gaussian_matrix
+        pe.copy_(fixed_input(tuple(pe.shape), SEED, name="positional_encoding_gaussian_matrix"))
+        model.backbone.prompt_encoder.no_mask_embed.weight.copy_(model.head.no_mask_embed)
+    return model.eval()
+
+
+def build_official(ag: types.SimpleNamespace, *, num_classes: int = NUM_CLASSES, num_tokens: int = NUM_TOKENS) -> torch.nn.Module:
     """AutoGluon's model as its learner builds it (``pretrained=False`` makes ``SamModel(SamConfig(...))``:
     the module's ``SamConfig`` name answers our small config) with Conv-LoRA injected."""
     cfg = sam_config()
     ag.sam.SamConfig = lambda name_or_path=None: cfg
     model = ag.sam.SAMForSemanticSegmentation(
-        prefix="sam", checkpoint_name="sam_vit_tiny", num_classes=NUM_CLASSES, pretrained=False,
+        prefix="sam", checkpoint_name="sam_vit_tiny", num_classes=num_classes, pretrained=False,
         frozen_layers=["mask_decoder.iou_prediction_head", "prompt_encoder"],  # configs/model/default.yaml
-        num_mask_tokens=NUM_TOKENS, image_norm="imagenet",
+        num_mask_tokens=num_tokens, image_norm="imagenet",
     )
     ag.utils.inject_adaptation_to_linear_layer(  # the semantic_segmentation preset with peft conv_lora
         model, peft="conv_lora", lora_r=LORA["r"], lora_alpha=LORA["alpha"], module_filter=[".*vision_encoder.*attn"],
@@ -236,17 +248,35 @@ def main(argv: list[str] | None = None) -> int:
     for k, v in train_rows.items():
         print(f"  max|Δ| {k:<42} {v:.3e}")
 
+    # the binary model: AutoGluon's num_classes=1 (HF's own decoder forward, one mask token), ours K=2
+    ob, tb = build_ours_binary(), build_official(ag, num_classes=1, num_tokens=1)
+    copy_into_official(ob, tb)
+    back = to_ours({"model.model." + k: v for k, v in tb.model.state_dict().items()}, ob.state_dict())
+    assert all(torch.equal(back[k], v) for k, v in ob.state_dict().items()) and set(back) == set(ob.state_dict())
+    with torch.no_grad():
+        tb.eval()
+        low = tb.model(x, multimask_output=False, output_moe_loss=tb.output_moe_loss).pred_masks[:, 0]
+        up = tb({tb.image_key: x, tb.label_key: torch.zeros(x.shape[0], 1, IMG, IMG)})["sam"][ag.constants.LOGITS]
+        feats = ob.forward_features({"modalities": {"rgb": x}})
+        mo, (m_low, _) = ob.forward_head(feats, x.shape[-2:]), ob.head(feats)
+    binary_rows = {"binary mask logit (B, 1, 32, 32)": max_diff(m_low, low),
+                   "binary foreground logit, 128 px (logits[:, 1])": max_diff(mo["logits"][:, 1:], up)}
+    print(f"\n[binary, eval] official max|.| {float(up.abs().max()):.3e}")
+    for k, v in binary_rows.items():
+        print(f"  max|Δ| {k:<42} {v:.3e}")
+
     if args.write_golden:
         meta = {"official_repo": "autogluon/autogluon", "official_commit": commit, "transformers": transformers.__version__,
                 "torch": torch.__version__, "command": "python benchmarks/parity/convlora_model.py --official PATH --write-golden",
                 "seed": str(SEED), "init_args": json.dumps(INIT_ARGS), "lora": json.dumps(LORA), "semantic_subsample": str(SUB),
                 "official_layout": json.dumps(layout), "official_prefix": "model.model.",
-                "max_abs_diff": json.dumps({**rows, **{f"train {k}": v for k, v in train_rows.items()}}),
+                "max_abs_diff": json.dumps({**rows, **{f"train {k}": v for k, v in train_rows.items()}, **binary_rows}),
                 "argmax_agreement": f"{agree:.6f}"}
         tensors = {"official.masks": rt["masks"], "official.class_logits": rt["class_logits"],
                    "official.semantic_sub": rt["semantic"][..., ::SUB, ::SUB].contiguous(),
                    "official.train.class_logits": tt["class_logits"],
-                   "official.train.balance": tt["balance"]}
+                   "official.train.balance": tt["balance"], "official.binary.masks": low,
+                   "official.binary.logits_sub": up[..., ::SUB, ::SUB].contiguous()}
         path = GOLDEN / "convlora_model.safetensors"
         save_golden(path, {k: v.float().contiguous() for k, v in tensors.items()}, meta)
         print(f"\nwrote {path} ({path.stat().st_size / 1024:.0f} kB)")

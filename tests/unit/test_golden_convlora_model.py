@@ -117,3 +117,17 @@ def test_checkpoint_prefixes_and_refusals(golden, ours):
     tied = "prompt_encoder.shared_embedding.positional_embedding"
     with pytest.raises(CheckpointError, match="tied"):
         to_ours(dict(official, **{tied: official[tied] + 1}), mine)
+
+
+def test_binary_model_matches_the_official_binary_model(golden):
+    """AutoGluon's ``num_classes=1`` model (one mask token, no class head) vs ours with K = 2."""
+    official, _ = golden
+    model = P.build_ours_binary()
+    x = P.image()
+    with torch.no_grad():
+        feats = model.forward_features({"modalities": {"rgb": x}})
+        masks, classes = model.head(feats)
+        logits = model.forward_head(feats, x.shape[-2:])["logits"]
+    assert classes is None
+    assert _diff(masks, official["binary.masks"]) <= TOL_MASKS  # measured 8.5e-7
+    assert _diff(logits[:, 1:, :: P.SUB, :: P.SUB], official["binary.logits_sub"]) <= TOL_MASKS  # measured 7.0e-7
