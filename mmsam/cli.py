@@ -6,7 +6,7 @@
     mmsam report --config ... --ckpt_path C --output DIR   # report.md + figures for one checkpoint
     mmsam export --config ... --ckpt_path C --output model/  # a model folder to share and deploy
     mmsam predict --model model/ --input DIR --output OUT    # predict a folder of new captures
-    mmsam import --from memorysam|mfnet FILE --config ... --output model/   # a checkpoint of the papers' code
+    mmsam import --from convlora|memorysam|mfnet FILE --config ... --output model/   # a checkpoint of the papers' code
     mmsam data synth --dataset deliver --root data/synthetic_deliver
     mmsam data check --dataset deliver --root data/DELIVER
     mmsam data check --dataset vaihingen --root data/Vaihingen --option split_scheme=official

@@ -17,6 +17,7 @@ from mmsam.errors import CheckpointError, ConfigError
 IMPORTERS: dict[str, tuple[str, str]] = {
     "memorysam": ("mmsam.interop.memorysam", "MemorySAM"),
     "mfnet": ("mmsam.interop.mfnet", "MFNet"),
+    "convlora": ("mmsam.interop.convlora", "ConvLoRASAM"),
 }
 
 __all__ = ["IMPORTERS", "convert", "read_official_state"]

@@ -91,8 +91,16 @@ def test_import_refuses_bad_files(tmp_path: Path, capsys) -> None:
         last = capsys.readouterr().err.strip().splitlines()[-1]
         assert last.startswith("mmsam: error:") and path.name in last and message in last, last
     assert not (tmp_path / "pwned").exists()
-    with pytest.raises(SystemExit):
-        main(["import", "--from", "convlora", str(wrong), "--config", str(cfg), "--output", str(tmp_path / "m")])
+    with pytest.raises(SystemExit):  # not a known format
+        main(["import", "--from", "autogluon", str(wrong), "--config", str(cfg), "--output", str(tmp_path / "m")])
+    # a Conv-LoRA file for a config that builds another method, and a MemorySAM file for a Conv-LoRA config
+    assert main(["import", "--from", "convlora", str(wrong), "--config", str(cfg), "--output", str(tmp_path / "m")]) == 2
+    assert "fills an mmsam ConvLoRASAM" in capsys.readouterr().err
+    cfg = _folder_config(tmp_path / "c.yaml", {"class_path": "mmsam.methods.ConvLoRASAM",
+                                               "init_args": {"backbone": "sam_vit_tiny", "img_size": 128}}, 4, ["rgb"])
+    assert main(["import", "--from", "convlora", str(wrong), "--config", str(cfg), "--output", str(tmp_path / "m")]) == 2
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "wrong.pth" in last and "not an AutoGluon SAM checkpoint" in last, last
 
 
 def _parity_mfnet():
@@ -138,3 +146,49 @@ def test_mfnet_official_checkpoint_imports_to_the_official_logits(tmp_path: Path
         logits = model(pm.ours_batch(irrg, dsm))["logits"]
     diff = (logits[..., :: pm.SUB, :: pm.SUB] - golden["logits_sub"]).abs().max().item()
     assert diff <= 1e-6, f"imported MFNet logits differ from the official ones by {diff:.2e}"
+
+
+def _parity_convlora_model():
+    import importlib.util
+
+    script = Path(__file__).resolve().parents[2] / "benchmarks" / "parity" / "convlora_model.py"
+    spec = importlib.util.spec_from_file_location("mmsam_parity_convlora_model_import", script)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_convlora_autogluon_checkpoint_imports_to_the_official_logits(tmp_path: Path, capsys) -> None:
+    """An AutoGluon ``model.ckpt`` (``{"state_dict": {"model.model.<SamModel key>": …}}``, Conv-LoRA
+    in the fused qkv, 10 mask tokens, the K+1 class head), written from the parity weights in the
+    official layout the golden file records, imports to AutoGluon's outputs."""
+    from mmsam.interop.convlora import to_official
+
+    pm = _parity_convlora_model()
+    golden, meta = load_golden(GOLDEN / "convlora_model.safetensors")
+    layout = json.loads(meta["official_layout"])
+    ours = pm.build_ours()
+    official = to_official(ours.state_dict(), list(layout))
+    assert {k: list(v.shape) for k, v in official.items()} == layout
+    ckpt = tmp_path / "model.ckpt"
+    torch.save({"state_dict": {meta["official_prefix"] + k: v for k, v in official.items()}}, ckpt)
+    del ours
+
+    init = {k: v for k, v in json.loads(meta["init_args"]).items() if k not in ("num_classes", "modalities")}
+    init["lora"] = {"class_path": "mmsam.adapters.ConvLoRAConfig", "init_args": json.loads(meta["lora"])}
+    cfg = _folder_config(tmp_path / "c.yaml", {"class_path": "mmsam.methods.ConvLoRASAM", "init_args": init},
+                         pm.NUM_CLASSES, ["rgb"])
+    assert main(["import", "--from", "convlora", str(ckpt), "--config", str(cfg), "--output", str(tmp_path / "model")]) == 0
+    assert "imported" in capsys.readouterr().out
+
+    model = mmsam.load(tmp_path / "model").task.method.eval()
+    x = pm.image()
+    with torch.no_grad():
+        logits = model({"modalities": {"rgb": x}})["logits"]
+        masks, classes = model.head(model.forward_features({"modalities": {"rgb": x}}))
+    sub = pm.SUB
+    assert (masks - golden["official.masks"]).abs().max().item() <= 5e-6  # HF's LayerNorm eps 1e-6 vs 1e-5: 7e-7
+    assert (classes - golden["official.class_logits"]).abs().max().item() <= 2e-4  # measured 6.4e-5
+    semantic = logits[..., ::sub, ::sub]
+    assert (semantic.exp() - golden["official.semantic_sub"]).abs().max().item() <= 2e-4  # measured 4.8e-5
+    assert torch.equal(semantic.argmax(1), golden["official.semantic_sub"].argmax(1))
