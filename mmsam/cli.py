@@ -46,6 +46,7 @@ def _make_cli_class() -> type:
 
     from mmsam.data.datamodule import MultiModalDataModule
     from mmsam.engine import ColorMaskWriter, SegmentationTask
+    from mmsam.engine.val_images import ValidationImages
 
     class SegmentationCLI(LightningCLI):
         """LightningCLI with the data module's facts linked into the task."""
@@ -61,6 +62,7 @@ def _make_cli_class() -> type:
         def add_arguments_to_parser(self, parser: Any) -> None:
             int_batches(parser)
             parser.add_lightning_class_args(ColorMaskWriter, "predict_writer")
+            parser.add_lightning_class_args(ValidationImages, "val_images")  # TensorBoard images + val/IoU/<class>
             parser.add_argument("--test_after_fit", type=bool, default=True, help="run the test split with the best checkpoint after fit")
             for src, dst in (
                 ("data.num_classes", "model.num_classes"),
