@@ -40,6 +40,7 @@ def _make_cli_class() -> type:
     from lightning.pytorch.cli import LightningCLI
 
     from mmsam.adapters import LoRAConfig
+    from mmsam.cli_support import int_batches
 
     # a method's `lora:` takes plain LoRA keys, or `class_path` + `init_args` of any LoRA-family
     # config (e.g. Conv-LoRA) — adapters compose with methods by config alone
@@ -48,6 +49,7 @@ def _make_cli_class() -> type:
     from mmsam.data.datamodule import MultiModalDataModule
     from mmsam.engine import ColorMaskWriter, SegmentationTask
     from mmsam.engine.checkpointing import AtomicCheckpointIO, ResumableCheckpoint, ResumeState, check_checkpoint
+    from mmsam.engine.val_images import ValidationImages
 
     class SegmentationCLI(LightningCLI):
         """LightningCLI with the data module's facts linked into the task."""
@@ -56,8 +58,14 @@ def _make_cli_class() -> type:
             kwargs.setdefault("save_config_kwargs", {"overwrite": True})
             super().__init__(SegmentationTask, MultiModalDataModule, *args, **kwargs)
 
+        def init_parser(self, **kwargs: Any) -> Any:
+            kwargs.setdefault("exit_on_error", False)  # main() prints one line instead of the usage dump
+            return super().init_parser(**kwargs)
+
         def add_arguments_to_parser(self, parser: Any) -> None:
+            int_batches(parser)
             parser.add_lightning_class_args(ColorMaskWriter, "predict_writer")
+            parser.add_lightning_class_args(ValidationImages, "val_images")  # TensorBoard images + val/IoU/<class>
             parser.add_argument("--test_after_fit", type=bool, default=True, help="run the test split with the best checkpoint after fit")
             parser.add_argument("--last_every_n_train_steps", type=int, default=0,
                                 help="also rewrite last.ckpt every N optimiser steps (default checkpoint callback; "
@@ -454,8 +462,13 @@ def _data_stats(config: str, split: str, write: bool) -> int:
 def main(argv: list[str] | None = None) -> int:
     import warnings
 
+    from argparse import ArgumentError
+
+    from mmsam.cli_support import config_error_line, quiet_third_party
+
     warnings.filterwarnings("ignore", message="LightningCLI's args parameter is intended")
     args = list(sys.argv[1:] if argv is None else argv)
+    quiet_third_party()
     try:
         if args and args[0] == "data":
             return _data(args[1:])
@@ -476,6 +489,15 @@ def main(argv: list[str] | None = None) -> int:
         if "Original Traceback" in msg:  # raised in a DataLoader worker: keep the error's own line
             msg = msg.splitlines()[-1].split(": ", 1)[-1]
         print(f"mmsam: error: {msg}", file=sys.stderr)
+        return 2
+    except ArgumentError as e:  # jsonargparse (exit_on_error=False): the key, what it accepts, a suggestion
+        print(f"mmsam: error: {config_error_line(e)}", file=sys.stderr)
+        return 2
+    except ValueError as e:  # jsonargparse wraps a constructor's ConfigError (e.g. lora.r 0) in its own
+        line = config_error_line(e, only_ours=True)
+        if line is None:
+            raise
+        print(f"mmsam: error: {line}", file=sys.stderr)
         return 2
 
 

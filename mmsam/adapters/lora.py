@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from typing import ClassVar, Literal
 
 import torch
+
+from mmsam.errors import ConfigError
 from torch import nn
 
 from mmsam.adapters.base import AdapterConfig, AdapterLayer
@@ -49,9 +51,9 @@ class LoRAConfig(AdapterConfig):
 
     def __post_init__(self) -> None:
         if self.r < 1:
-            raise ValueError(f"LoRA rank r must be >= 1, got {self.r}")
+            raise ConfigError(f"lora.r (the LoRA rank) must be an integer >= 1, got {self.r}")
         if not 0.0 <= self.dropout < 1.0:
-            raise ValueError(f"LoRA dropout must be in [0, 1), got {self.dropout}")
+            raise ConfigError(f"lora.dropout must be in [0, 1), got {self.dropout}")
         if self.parts is not None:
             bad = [p for p in self.parts if p not in _PARTS]
             if bad or not self.parts:

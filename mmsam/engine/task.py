@@ -134,6 +134,10 @@ class SegmentationTask(pl.LightningModule):
         self.aux_loss_fn = self.loss_fn or build_loss("ce", ignore_index=ignore_index)
         if binary_metrics and num_classes != 2:
             raise ConfigError(f"binary_metrics needs a binary task (num_classes=2: background, foreground), got num_classes={num_classes}")
+        if not lr > 0:
+            raise ConfigError(f"lr must be > 0, got {lr}")
+        if weight_decay < 0:
+            raise ConfigError(f"weight_decay must be >= 0, got {weight_decay}")
         if not 0.0 <= modality_dropout < 1.0:
             raise ConfigError(f"modality_dropout must be in [0, 1), got {modality_dropout}")
         if poly_extra_epochs < 0:

@@ -1,0 +1,170 @@
+"""Helpers of the ``mmsam`` command line: quiet third-party notices, one-line config errors.
+
+Installed by ``mmsam.cli.main`` only; library users keep Lightning's and jsonargparse's defaults.
+"""
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import importlib
+import inspect
+import logging
+import re
+import warnings
+from typing import Any, Iterable
+
+#: Lightning notices that need no action from a user of the CLI (message prefixes).
+NOISE = (
+    "💡 Tip: For seamless cloud logging",
+    "GPU available:",
+    "TPU available:",
+    "HPU available:",
+)
+_LOGGERS = ("lightning.pytorch", "lightning.fabric", "lightning.pytorch.utilities.rank_zero",
+            "lightning.fabric.utilities.rank_zero", "lightning_utilities.core.rank_zero")
+
+
+class NoiseFilter(logging.Filter):
+    """Drops log records whose message starts with one of ``NOISE``."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        try:
+            msg = record.getMessage()
+        except Exception:  # a malformed record is not ours to judge
+            return True
+        return not msg.startswith(NOISE)
+
+
+def quiet_third_party() -> None:
+    """Silence Lightning's advertisement and accelerator lines and library-internal deprecations."""
+    import lightning.pytorch  # noqa: F401  (configures its loggers on import; add filters after)
+
+    flt = NoiseFilter()
+    for name in (*_LOGGERS, ""):
+        log = logging.getLogger(name)
+        if not any(isinstance(f, NoiseFilter) for f in log.filters):
+            log.addFilter(flt)
+        for handler in log.handlers:
+            if not any(isinstance(f, NoiseFilter) for f in handler.filters):
+                handler.addFilter(flt)
+    # raised from inside Lightning / torch (pytree registrations, internal APIs): nothing to do for a user
+    for module in (r"lightning(\..*)?", r"lightning_fabric(\..*)?", r"torch\.utils\._pytree", r"torch(\..*)?"):
+        warnings.filterwarnings("ignore", category=DeprecationWarning, module=module)
+        warnings.filterwarnings("ignore", category=FutureWarning, module=module)
+    warnings.filterwarnings("ignore", message=r".*pytree.*", category=DeprecationWarning)
+    warnings.filterwarnings("ignore", message=r".*pytree.*", category=FutureWarning)
+
+
+# ---- one-line config errors -------------------------------------------------------------------
+
+_SECTIONS = {
+    "model": "mmsam.engine.task.SegmentationTask",
+    "data": "mmsam.data.datamodule.MultiModalDataModule",
+    "trainer": "lightning.pytorch.Trainer",
+}
+
+
+def _keys_of(path: str) -> list[str]:
+    """Accepted keyword names of the class at dotted ``path`` (dataclass fields or ``__init__`` params)."""
+    try:
+        module, _, name = path.rpartition(".")
+        cls = getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError, ValueError):
+        return []
+    if dataclasses.is_dataclass(cls):
+        return [f.name for f in dataclasses.fields(cls) if f.init]
+    try:
+        params = inspect.signature(cls.__init__).parameters.values()
+    except (TypeError, ValueError):
+        return []
+    return [p.name for p in params if p.name != "self" and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
+
+
+def _suggest(key: str, accepted: Iterable[str]) -> str:
+    """`` (accepted: …); did you mean 'x'?``: all accepted keys when few, else the nearest ones."""
+    accepted = sorted(set(accepted))
+    if not accepted:
+        return ""
+    close = difflib.get_close_matches(key, accepted, n=1, cutoff=0.5)
+    # single letters ('r' for 'rank') score low with difflib: a key that starts the typed one counts too
+    close = close or [a for a in accepted if len(a) < len(key) and key.startswith(a)][:1]
+    hint = f"; did you mean '{close[0]}'?" if close else ""
+    if len(accepted) > 10:
+        near = difflib.get_close_matches(key, accepted, n=6, cutoff=0.3) or accepted[:6]
+        return f" (accepted keys nearby: {', '.join(sorted(set(near) | set(close)))}, …){hint}"
+    return f" (accepted: {', '.join(accepted)}){hint}"
+
+
+def _type_error(message: str) -> str | None:
+    keys = re.findall(r'Parser key "([\w.]+)"', message)
+    given = re.findall(r"Given value: (.*)", message)
+    expected = re.findall(r"Expected an? <class '([\w.]+)'>", message)
+    if not keys or not given:
+        return None
+    types = [t for t in dict.fromkeys(expected) if t != "NoneType"]
+    want = f"expected {' or '.join(types)}" if types else "invalid value"
+    return f"{'.'.join(keys)}: {want}, got {given[-1].strip()!r}"
+
+
+def config_error_line(exc: BaseException, *, only_ours: bool = False) -> str | None:
+    """One line for an ``ArgumentError``: an ``MMSamError`` raised by a constructor while parsing
+    (e.g. ``LoRAConfig`` range checks) speaks for itself; otherwise ``format_config_error``."""
+    from mmsam.errors import MMSamError
+
+    seen: set[int] = set()
+    cause: BaseException | None = exc
+    while cause is not None and id(cause) not in seen:
+        seen.add(id(cause))
+        if isinstance(cause, MMSamError):
+            return str(cause).strip().splitlines()[0]
+        cause = cause.__cause__ or cause.__context__
+    return None if only_ours else format_config_error(str(exc))
+
+
+def format_config_error(message: str) -> str:
+    """A jsonargparse error message -> one line naming the key, nearby accepted keys and a suggestion."""
+    text = str(message)
+    m = re.search(r"Option '([\w.]+)' is not accepted", text) or re.search(r"Key '([\w.]+)' is not expected", text)
+    if m:
+        key = m.group(1).rsplit(".", 1)[-1]
+        cls = re.findall(r"class_path '([\w.]+)'", text)
+        parents = [k for k in re.findall(r'Parser key "([\w.]+)"', text)]
+        where = ".".join(parents + [key]) if parents else m.group(1)
+        if len(parents) > 1 and "." in parents[0]:  # a class_path argument: its keys sit under init_args
+            where = f"{parents[0]}.init_args.{'.'.join(parents[1:] + [key])}"
+        accepted = _keys_of(cls[-1]) if cls else []
+        return f"unknown config key '{where}'{_suggest(key, accepted)}"
+    m = re.search(r"unrecognized arguments: (\S+)", text)
+    if m:
+        full = m.group(1).lstrip("-").split("=", 1)[0]
+        section, _, rest = full.partition(".")
+        if section in _SECTIONS and rest and "." not in rest:
+            return f"unknown option '--{full}'{_suggest(rest, _keys_of(_SECTIONS[section]))}"
+        return f"unknown option '--{full}'"
+    m = re.search(r"\b(ConfigError|ValueError): (.+)", text)
+    if m:
+        return m.group(2).strip().splitlines()[0]
+    typed = _type_error(text)
+    if typed:
+        return typed
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    return " ".join(lines)[:300] if lines else "invalid configuration"
+
+
+def int_batches(parser: Any) -> None:
+    """``limit_*_batches`` / ``val_check_interval`` / ``overfit_batches`` given as ``1`` mean one batch.
+
+    Lightning types them ``int | float`` and reads an ``int`` as a batch count and a ``float`` as a
+    fraction; jsonargparse tries the union's types in order but Lightning's signature lists
+    ``Union[int, float, None]`` as ``float | int`` after ``from __future__`` annotations resolve, so
+    ``1`` became ``1.0`` (= all batches). Here the integer-looking command-line / YAML value is kept
+    an ``int``.
+    """
+    from typing import Union
+
+    for action in getattr(parser, "_actions", []):
+        dest = getattr(action, "dest", "")
+        if dest.rsplit(".", 1)[-1] in {"limit_train_batches", "limit_val_batches", "limit_test_batches",
+                                        "limit_predict_batches", "overfit_batches", "val_check_interval"}:
+            if hasattr(action, "_typehint"):
+                action._typehint = Union[int, float, None]  # built here: typing caches equal unions

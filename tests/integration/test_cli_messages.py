@@ -1,0 +1,65 @@
+"""The command line's terminal output: no third-party notices, config errors as one line."""
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from mmsam.cli_support import format_config_error
+
+NOISE = ("💡 Tip", "litlogger", "GPU available:", "TPU available:", "HPU available:")
+
+
+def test_fit_output_has_no_lightning_notices(tiny_root, make_config, tmp_path):
+    cfg = make_config(tmp_path / "c.yaml", tiny_root, tmp_path / "run")
+    res = subprocess.run([sys.executable, "-m", "mmsam.cli", "fit", "--config", str(cfg)], capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr[-2000:]
+    both = res.stdout + res.stderr
+    assert not [n for n in NOISE if n in both]
+    assert "[test] modalities:" in res.stdout and "mIoU" in res.stdout  # our tables stay
+
+
+@pytest.mark.parametrize(
+    "extra,expected",
+    [
+        (["--model.method.init_args.lora.rank", "8"], "did you mean 'r'?"),
+        (["--model.lrr", "0.1"], "did you mean 'lr'?"),
+        (["--trainer.max_epochs", "abc"], "trainer.max_epochs: expected int, got 'abc'"),
+        (["--model.method.init_args.lora.r", "0"], "lora.r (the LoRA rank) must be an integer >= 1, got 0"),
+        (["--model.method.init_args.lora.r", "-2"], "must be an integer >= 1, got -2"),
+        (["--model.lr", "-1"], "lr must be > 0, got -1.0"),
+        (["--model.lr", "0"], "lr must be > 0, got 0.0"),
+        (["--model.weight_decay", "-0.1"], "weight_decay must be >= 0, got -0.1"),
+    ],
+)
+def test_config_errors_are_one_line(tiny_root, make_config, tmp_path, extra, expected):
+    # a subprocess, as a user runs it: in-process, Lightning's log handlers hold an earlier test's closed stderr
+    cfg = make_config(tmp_path / "c.yaml", tiny_root, tmp_path / "run")
+    res = subprocess.run([sys.executable, "-m", "mmsam.cli", "fit", "--config", str(cfg), *extra], capture_output=True, text=True)
+    err = res.stderr.strip().splitlines()
+    assert res.returncode == 2, res.stderr[-2000:]
+    assert err[-1].startswith("mmsam: error:") and expected in err[-1]
+    assert len(err) <= 2, err  # at most Lightning's "Seed set to 0" before it
+
+
+def test_unknown_yaml_key_at_depth_is_named_with_a_suggestion(tiny_root, make_config, tmp_path):
+    cfg = make_config(tmp_path / "c.yaml", tiny_root, tmp_path / "run", model__method__init_args__lora={"rank": 4})
+    res = subprocess.run([sys.executable, "-m", "mmsam.cli", "fit", "--config", str(cfg)], capture_output=True, text=True)
+    err = res.stderr.strip().splitlines()
+    assert res.returncode == 2 and len(err) <= 2, res.stderr[-2000:]
+    assert "lora.rank" in err[-1] and "did you mean 'r'?" in err[-1]
+
+
+def test_integer_limit_batches_means_batches(tiny_root, make_config, tmp_path):
+    """Lightning types limit_*_batches ``int | float`` (int = batches); jsonargparse used to read 1 as 1.0 = all."""
+    from mmsam.cli import lightning_main
+
+    cfg = make_config(tmp_path / "c.yaml", tiny_root, tmp_path / "run")
+    cli = lightning_main(["--config", str(cfg), "--trainer.limit_train_batches", "1", "--trainer.limit_val_batches", "0.5"], run=False)
+    assert cli.trainer.limit_train_batches == 1 and isinstance(cli.trainer.limit_train_batches, int)
+    assert cli.trainer.limit_val_batches == 0.5 and isinstance(cli.trainer.limit_val_batches, float)
+
+
+def test_unparsed_messages_still_fit_on_one_line():
+    assert "\n" not in format_config_error("Parser key \"a\":\n  something\n  odd")
