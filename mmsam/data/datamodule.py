@@ -217,6 +217,11 @@ class MultiModalDataModule(L.LightningDataModule):
         if shuffle:  # training: resumable mid-epoch, order and augmentations seeded (sampling.py)
             # an epoch = n random items with replacement (MFNet: random tile + crop), or a permutation
             sampler = ResumableSampler(ds, replacement=n is not None, num_samples=n)  # type: ignore[arg-type]
+            if _distributed():
+                # under DDP Lightning wraps the sampler per process; exact mid-epoch resume is not claimed there
+                return DataLoader(SeededDataset(ds), batch_size=batch_size, sampler=sampler, num_workers=w,
+                                  drop_last=len(sampler) >= batch_size, pin_memory=self.hparams.pin_memory,
+                                  persistent_workers=w > 0)
             return ResumableDataLoader(
                 SeededDataset(ds), batch_size=batch_size, sampler=sampler, num_workers=w,
                 drop_last=len(sampler) >= batch_size, pin_memory=self.hparams.pin_memory,
@@ -248,3 +253,9 @@ def _unrepeated_sampler(dataset: Dataset) -> Optional[Any]:
     from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
 
     return UnrepeatedDistributedSampler(dataset, shuffle=False)
+
+
+def _distributed() -> bool:
+    import torch.distributed as dist
+
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
