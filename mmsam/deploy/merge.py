@@ -57,11 +57,10 @@ def merged_state_dict(method: Any, base_file: str | os.PathLike) -> tuple[dict[s
 
 def write_merged(method: Any, base_file: str | os.PathLike, output: str | os.PathLike) -> Path:
     """Write the merged checkpoint to ``output`` (a flat dict for SAM, ``{"model": …}`` for SAM 2)."""
-    from mmsam.deploy._files import atomic_path
+    from mmsam.fileio import atomic_write_with
 
     state, family = merged_state_dict(method, base_file)
     out = Path(output)
     out.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(out) as tmp:
-        torch.save({"model": state} if family == "sam2" else state, tmp)
+    atomic_write_with(out, lambda tmp: torch.save({"model": state} if family == "sam2" else state, tmp))
     return out

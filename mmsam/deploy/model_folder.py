@@ -112,7 +112,7 @@ def export_model(
     """
     from safetensors.torch import save_file
 
-    from mmsam.deploy._files import atomic_path
+    from mmsam.fileio import atomic_write_with
 
     out = Path(output)
     if out.exists() and not out.is_dir():
@@ -148,10 +148,8 @@ def export_model(
     }
     out.mkdir(parents=True, exist_ok=True)
     meta = {"format": FORMAT, "keys": str(len(state))}
-    with atomic_path(out / WEIGHTS) as tmp:
-        save_file(state, str(tmp), metadata=meta)
-    with atomic_path(out / CONFIG) as tmp:
-        Path(tmp).write_text(yaml.safe_dump(json.loads(json.dumps(info, default=str)), sort_keys=False))
+    atomic_write_with(out / WEIGHTS, lambda tmp: save_file(state, tmp, metadata=meta))
+    atomic_write_with(out / CONFIG, lambda tmp: Path(tmp).write_text(yaml.safe_dump(json.loads(json.dumps(info, default=str)), sort_keys=False)))
     size = (out / WEIGHTS).stat().st_size
     return {"tensors": len(state), "elements": sum(t.numel() for t in state.values()), "bytes": size, "base": base_info}
 
