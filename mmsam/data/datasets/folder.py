@@ -201,9 +201,13 @@ class FolderDataset(MultiModalDataset):
             raise DataError(f"{list_file}: lists no sample")
         return samples
 
+    def read_label(self, path: PathLike) -> np.ndarray:
+        """Class ids of one label file (what ``mmsam data check`` reads)."""
+        return read_id_image(path)
+
     def __getitem__(self, index: int) -> dict[str, Any]:
         s = self.samples[index]
-        label = read_id_image(s.files["label"])
+        label = self.read_label(s.files["label"])
         bad = np.setdiff1d(np.unique(label), np.r_[0 : len(self.classes), IGNORE_INDEX])
         if bad.size:
             raise DataError(f"{s.files['label']}: label ids {bad.tolist()[:8]} outside 0..{len(self.classes) - 1} (255 = ignore)")
