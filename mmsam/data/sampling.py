@@ -5,9 +5,11 @@ sample, position in the epoch saved in the checkpoint.
   ``(seed, epoch)`` only (a permutation, or ``num_samples`` draws with replacement), each sample's
   seed a function of ``(seed, epoch, position)``.
 * :class:`SeededDataset` runs the wrapped dataset's ``__getitem__`` (its random flips and crops)
-  under that sample seed for ``random``, NumPy and torch, then puts the caller's RNG states back:
-  augmentations do not depend on worker count, worker seeds or earlier draws, and loading never
-  moves the training process's own RNG streams.
+  under that sample seed for ``random``, NumPy and torch, and on one intra-op thread (as in a
+  loader worker process), then puts the caller's RNG states and thread count back: augmentations
+  do not depend on worker count, worker seeds or earlier draws (bit for bit: CPU resampling
+  kernels round differently with the number of threads), and loading never moves the training
+  process's own RNG streams.
 * :class:`ResumableDataLoader` counts the batches it has handed out; its ``state_dict`` (saved by
   Lightning's fit loop in every checkpoint) is the next batch to train, and ``load_state_dict``
   makes the next iteration skip the batches already trained.
@@ -108,12 +110,17 @@ class SeededDataset(Dataset):
             return self.dataset[key]
         index, seed = key
         py, npy, th = random.getstate(), np.random.get_state(), torch.get_rng_state()
+        threads = torch.get_num_threads()
         try:
+            if threads != 1:
+                torch.set_num_threads(1)
             random.seed(seed)
             np.random.seed(seed % 2**32)
             torch.manual_seed(seed)
             return self.dataset[index]
         finally:
+            if threads != 1:
+                torch.set_num_threads(threads)
             random.setstate(py)
             np.random.set_state(npy)
             torch.set_rng_state(th)

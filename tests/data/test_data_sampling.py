@@ -61,3 +61,29 @@ def test_with_replacement_draws_num_samples() -> None:
     s = ResumableSampler(DS, seed=1, replacement=True, num_samples=25)
     assert len(s) == 25 and s.replacement and len(list(s)) == 25
     assert s.order(0) == ResumableSampler(DS, seed=1, replacement=True, num_samples=25).order(0)
+
+
+class ThreadProbe(TensorDataset):
+    """Records the intra-op thread count each item is made with."""
+
+    seen: list[int] = []
+
+    def __getitem__(self, i):
+        ThreadProbe.seen.append(torch.get_num_threads())
+        return super().__getitem__(i)[0]
+
+
+def test_items_are_made_on_one_thread_as_in_a_worker() -> None:
+    """CPU resampling rounds differently with the thread count: items are made on one thread in
+    the training process too, so num_workers 0 and > 0 give the same bits."""
+    ds = ThreadProbe(torch.arange(4.0))
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        ThreadProbe.seen.clear()
+        SeededDataset(ds)[(1, 5)]
+        assert ThreadProbe.seen == [1] and torch.get_num_threads() == 2  # put back
+        SeededDataset(ds)[2]  # a plain index (evaluation) keeps the caller's threads
+        assert ThreadProbe.seen == [1, 2]
+    finally:
+        torch.set_num_threads(before)

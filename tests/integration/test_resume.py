@@ -61,8 +61,7 @@ def reference(tiny_root, tmp_path_factory):
     ("before_optimizer_step:2", 0, 2, 0),  # in epoch 1's first step: resumes from the end-of-epoch-0 last.ckpt
     ("before_optimizer_step:3", 1, 3, 0),  # in epoch 1's second step: resumes mid-epoch (last.ckpt of step 3)
     ("validation_start:4", 1, 3, 0),       # in epoch 1's validation: resumes mid-epoch, replays the last batch
-    pytest.param("before_optimizer_step:2", 0, 2, 2, marks=pytest.mark.xfail(
-        reason="open: with loader workers the resumed run does not yet match (issue 13, point 1)", strict=False)),
+    ("before_optimizer_step:2", 0, 2, 2),  # loader workers: same bits as the reference made without
 ])
 def test_killed_and_resumed_run_matches_uninterrupted(reference, tiny_root, make_config, tmp_path, kill_at, every, saved_at, workers):
     run = tmp_path / "run"
