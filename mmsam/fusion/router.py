@@ -1,6 +1,7 @@
 """MLE-SAM's cross-modal router: per image and per feature level, a weight for each modality.
 
-MLE-SAM Eq. 8–9 as relayed in ``../shared/reference/mlesam.md`` §2.4: for level ``i`` and
+MLE-SAM (Zhu et al., arXiv 2412.04220) Eq. 8–9, as relayed by secondary summaries of the paper
+(no official code exists; our choices in ``docs/methods/mlesam.md``): for level ``i`` and
 modality ``m``, ``f = GAP(Y_i^m)``, ``s = σ(W_i f + b_i)`` (one scalar per modality from a
 Linear(C, 1) shared across modalities, one per level), a softmax across modalities, and only the
 top-k modalities kept. Weights are per image, per level, per modality — not per pixel.

@@ -1,7 +1,7 @@
 """A light multi-scale auxiliary head (SegFormer-style all-MLP decoder).
 
-MLE-SAM supervises an auxiliary head that fuses the multi-scale FPN features
-(``../shared/reference/mlesam.md`` §2.6); its architecture is not given. This head projects each
+MLE-SAM supervises an auxiliary head that fuses the multi-scale FPN features (Zhu et al.,
+arXiv 2412.04220, abstract); its architecture is not given and no official code exists. This head projects each
 level with a 1×1 conv, upsamples to the finest level, concatenates, fuses with a 1×1 conv +
 BatchNorm + ReLU and classifies with a 1×1 conv (as SegFormer's decoder; choice documented in
 ``docs/methods/mlesam.md``).

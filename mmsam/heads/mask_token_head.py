@@ -1,6 +1,7 @@
 """Conv-LoRA's mask decoder: SAM's own decoder with N mask tokens, one shared hypernetwork, a class head.
 
-Spec: ``../shared/reference/convlora.md`` §2.4 (the official ``multi_class_mask_decoder_forward``).
+As the official Conv-LoRA code: AutoGluon ``multimodal/src/autogluon/multimodal/models/sam.py``
+(``SAMForSemanticSegmentation``, ``multi_class_mask_decoder_forward``).
 No prompts are given (empty sparse prompt; the prompt encoder's learned ``no_mask_embed`` as the
 dense prompt). The decoder gets ``N`` output mask tokens, all initialised as copies of SAM's first
 (single-mask) token; only SAM's first hypernetwork MLP is kept and shared by all ``N`` tokens, so

@@ -1,6 +1,8 @@
 """SAM's and SAM 2's own mask decoders, turned into K-class semantic heads without prompts.
 
-Following MemorySAM's adaptation (``../shared/reference/memorysam.md`` §2, mlesam.md §6.6): the
+Following MemorySAM's adaptation (official Chenfei-Liao/MemorySAM
+``semseg/models/sam2/sam2/modeling/sam2_base.py``, K-class ``num_multimask_outputs``), which our
+MLE-SAM reuses (``docs/methods/mlesam.md``): the
 decoder keeps its pretrained two-way transformer and upscaling path; its mask tokens become one
 token per class and each class gets its own hypernetwork MLP (freshly initialised — the
 pretrained decoder has only 4). No prompt is given: the sparse prompt is empty and the dense

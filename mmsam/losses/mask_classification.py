@@ -1,6 +1,8 @@
 """The Conv-LoRA paper's losses: mask classification (Mask2Former) and the binary-task losses.
 
-Spec: ``../shared/reference/convlora.md`` §2.4 and §3. The official code trains
+Official Conv-LoRA code: AutoGluon ``multimodal/src/autogluon/multimodal/models/sam.py``,
+``optim/losses/utils.py``, ``optim/losses/structure_loss.py`` and
+``examples/automm/Conv-LoRA/run_semantic_segmentation.py``. It trains
 
 * multi-class segmentation with Hugging Face's ``Mask2FormerLoss`` built from a default
   ``Mask2FormerConfig``: Hungarian matching of the N query masks to the per-class ground-truth

@@ -1,6 +1,7 @@
 """Cross-entropy with online hard example mining (OHEM), as in CMNeXt / MemorySAM.
 
-Semantics follow the reference ``semseg/losses.py`` (``../shared/reference/memorysam.md`` §3):
+Semantics follow ``OhemCrossEntropy`` in ``semseg/losses.py`` of the official MemorySAM code
+(Chenfei-Liao/MemorySAM; the same class as in CMNeXt's jamycheung/DELIVER):
 per-pixel CE ignoring ``ignore_index``; keep the pixels whose loss exceeds ``-log(thresh)``,
 but at least ``n_min = valid_pixels // 16`` of the hardest ones; average those.
 """

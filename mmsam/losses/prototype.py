@@ -1,7 +1,8 @@
 """MemorySAM's semantic prototype memory (SPMM): training-only class prototypes and their loss.
 
 Liao et al., "MemorySAM", arXiv 2503.06700, Eq. 7-12 as the official code computes them
-(``../shared/reference/memorysam.md`` §2.8, §3; choices in ``docs/methods/memorysam.md``):
+(``PrototypeSegmentation`` in ``train_sam2_lora.py`` of Chenfei-Liao/MemorySAM; choices in
+``docs/methods/memorysam.md``):
 the modality-mean stride-4 features are pooled per class into the batch's *current*
 prototypes; a *global* prototype memory (a buffer, not a parameter) moves towards them with
 momentum; the loss pulls the current prototypes towards the updated global ones (MSE).
@@ -21,7 +22,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
-CODE_SCALE = 256.0 * 256.0  # `loss * 256 * 256` in the official train_sam2_lora.py (memorysam.md §3)
+CODE_SCALE = 256.0 * 256.0  # `loss * 256 * 256` in the official train_sam2_lora.py
 
 
 class SemanticPrototypeMemory(nn.Module):
@@ -30,7 +31,7 @@ class SemanticPrototypeMemory(nn.Module):
     Args:
         num_classes: K; label values outside ``[0, K)`` (e.g. 255) are ignored.
         channels: C, channels of the features (32 for SAM 2's ``conv_s0`` at width 256).
-        momentum: weight of the current batch in ``G <- (1 - m) G + m P`` (0.2, memorysam.md §3).
+        momentum: weight of the current batch in ``G <- (1 - m) G + m P`` (0.2: ``0.8 * G + 0.2 * P`` in train_sam2_lora.py).
         weight: lambda, the loss weight (1).
         form: ``"code"`` or ``"clean"`` (module docstring).
 
@@ -67,7 +68,7 @@ class SemanticPrototypeMemory(nn.Module):
     def class_sums(self, features: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Per-class feature sums ``(K, C)`` and pixel counts ``(K,)`` over the whole batch.
 
-        Labels are nearest-resized to the feature size first (memorysam.md §3).
+        Labels are nearest-resized to the feature size first, as the official code.
         """
         b, c, h, w = features.shape
         if labels.shape[-2:] != (h, w):

@@ -8,7 +8,7 @@ from mmsam.backbones import SamBackbone, create_backbone
 from mmsam.backbones.checkpoints import resize_pos_embed, resize_rel_pos
 from mmsam.errors import ConfigError
 
-# reference/ecosystem.md §2 (exact counts of the official builders)
+# Exact counts of the official builders (segment_anything/build_sam.py, random weights)
 PARAMS = {  # name: (image encoder, mask decoder, prompt encoder, total)
     "sam_vit_b": (89_670_912, 4_058_340, 6_220, 93_735_472),
     "sam_vit_l": (308_278_272, 4_058_340, 6_220, 312_342_832),

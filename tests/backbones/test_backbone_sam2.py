@@ -5,7 +5,7 @@ import torch
 from mmsam.backbones import Sam2Backbone, create_backbone
 from mmsam.errors import ConfigError
 
-# reference/ecosystem.md §2: image encoder, trunk, neck, memory attention, memory encoder,
+# Exact counts of the official builder (sam2/build_sam.py, random weights): image encoder, trunk, neck, memory attention, memory encoder,
 # mask decoder, prompt encoder, full SAM2Base (2.1); SAM 2.0 differs only outside the image path
 PARAMS = {
     "t": (27_219_136, 26_849_472, 369_664, 38_962_498),
