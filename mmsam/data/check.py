@@ -292,7 +292,8 @@ class _SplitChecker:
         ref = max(candidates, key=lambda c: sum(self._fits(k, hw, c) for k, hw in shapes.items()))
         if shapes[ref_key] != ref:  # the reference file is the odd one: name one that fits
             ref_key = next(k for k, hw in shapes.items() if hw == ref)
-        ref_name = Path(sample.files[ref_key]).name
+        ref_file = Path(sample.files[ref_key])
+        ref_name = f"{ref_file.parent.name}/{ref_file.name}"  # MCubeS: one stem in every folder
         for key, hw in shapes.items():
             if self._fits(key, hw, ref):
                 continue
