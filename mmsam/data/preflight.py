@@ -136,8 +136,8 @@ def _manifest_problem(files: Iterable[Path], manifest: Optional[tuple[Path, set[
         if f.is_file() and rel is not None and rel not in listed:
             return (f"{f}: not written by the synthetic generator of {base} (its "
                     f"mmsam_synthetic.json does not list it): a stale sample of an earlier, larger "
-                    f"synthesis or a file added by hand; delete it, or re-run `mmsam data synth "
-                    f"--overwrite`")
+                    f"synthesis or a file added by hand; delete it, or re-run mmsam data synth "
+                    f"--overwrite")
     return None
 
 
@@ -181,8 +181,8 @@ def preflight(
     if report.problems:
         first = report.problems[0]
         more = len(report.problems) - 1
-        tail = (f" (and {more} more problem(s) in split {first.split}: `mmsam data check "
-                f"--dataset {dataset} --root {root}` lists them all)") if more else ""
+        tail = (f" (and {more} more problem(s) in split {first.split}: mmsam data check "
+                f"--dataset {dataset} --root {root} lists them all)") if more else ""
         raise DataError(f"{first.message}{tail}")
     return report
 

@@ -79,7 +79,7 @@ class Synthesis:
             raise DataError(
                 f"{self.root}: folder is not empty ({len(entries)} entries, e.g. "
                 f"{entries[0].name!r}); a synthetic set is written only into an empty or new "
-                f"folder (`mmsam data synth --overwrite` replaces an earlier synthetic set)")
+                f"folder (mmsam data synth --overwrite replaces an earlier synthetic set)")
         marker = _read_marker(self.root)
         previous = read_manifest(self.root)
         self.previous: set[str] = previous or set()
