@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import warnings
 from pathlib import Path
-from typing import Any, Literal, Optional, Sequence
+from typing import Any, Optional, Sequence
 
 import lightning as L
 import numpy as np
@@ -97,7 +97,7 @@ class MultiModalDataModule(L.LightningDataModule):
         train_samples_per_epoch: Optional[int] = None,
         vflip_prob: float = 0.0,
         dataset_options: Optional[dict[str, Any]] = None,
-        preflight: Literal["full", "sample", "off"] = "full",
+        preflight: str = "full",
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
