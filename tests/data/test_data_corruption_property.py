@@ -73,7 +73,7 @@ def _corrupt(path: Path, kind: str, x: float, blob: bytes) -> None:
         path.write_bytes(buf.getvalue())
 
 
-@settings(max_examples=25, derandomize=True, deadline=None,
+@settings(max_examples=25, derandomize=True, deadline=None, database=None,
           suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 @given(name=st.sampled_from(["deliver", "mcubes"]), pick=st.floats(0, 1, exclude_max=True),
        kind=st.sampled_from(KINDS), x=st.floats(0, 1), blob=st.binary(max_size=64))
