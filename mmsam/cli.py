@@ -79,6 +79,17 @@ def _make_cli_class() -> type:
             ):
                 parser.link_arguments(src, dst, apply_on="instantiate")
 
+        def instantiate_classes(self) -> None:
+            super().instantiate_classes()
+            from mmsam.cli_support import check_linked_values
+
+            # `data.*` values are linked into the model: a disagreeing `model.*` key would be ignored
+            check_linked_values(self._get(self.config, "model", default=None), self.datamodule)
+
+        def before_fit(self) -> None:
+            keys = ("train", "val", "test") if self._get(self.config, "test_after_fit", default=True) else ("train", "val")
+            self.datamodule.preflight(keys)  # every split this run reads, before the first step
+
         def instantiate_trainer(self, **kwargs: Any) -> Any:
             cfg = self._get(self.config_init, "trainer", default={})
             root = Path(cfg.get("default_root_dir") or os.getcwd())
@@ -384,6 +395,9 @@ def _data(argv: list[str]) -> int:
     s.add_argument("--num-test", type=int, default=None)
     s.add_argument("--size", type=int, default=None, help="image side (height) in pixels (default: the generator's)")
     s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--overwrite", action="store_true",
+                   help="write into a non-empty --root: replaces an earlier synthetic set there (removing its samples "
+                        "not written again), never a file no generator wrote")
     c = sub.add_parser("check", help="verify a download: counts, unreadable or mismatched files, class histogram")
     c.add_argument("--dataset", required=True, help=f"one of {', '.join(list_datasets())}")
     c.add_argument("--root", required=True)
@@ -419,7 +433,7 @@ def _data(argv: list[str]) -> int:
         raise ConfigError(f"no synthetic generator for {dataset!r}")
     root = ns.root or f"data/synthetic_{dataset}"
     given = {"num_train": ns.num_train, "num_val": ns.num_val, "num_test": ns.num_test, "size": ns.size}
-    summary = entry.generator(root, seed=ns.seed, **{k: v for k, v in given.items() if v is not None})
+    summary = entry.generator(root, seed=ns.seed, overwrite=ns.overwrite, **{k: v for k, v in given.items() if v is not None})
     print(f"wrote the synthetic {dataset} data set to {root}: {summary}")
     return 0
 

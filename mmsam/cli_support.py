@@ -151,6 +151,35 @@ def format_config_error(message: str) -> str:
     return " ".join(lines)[:300] if lines else "invalid configuration"
 
 
+#: ``model.*`` keys the CLI fills from the data module, with the value meaning "not given".
+LINKED = {"num_classes": 0, "modalities": None, "class_names": None, "ignore_index": 255}
+
+
+def check_linked_values(model_cfg: Any, datamodule: Any) -> None:
+    """ConfigError when a config sets a linked ``model.*`` key to another value than the data's.
+
+    The CLI links ``data.num_classes`` (and modalities, class names, ignore index) into the
+    task, so a ``model.num_classes: 10`` would be silently overridden.
+    """
+    from mmsam.errors import ConfigError
+
+    if model_cfg is None:
+        return
+    for key, unset in LINKED.items():
+        given = model_cfg.get(key) if hasattr(model_cfg, "get") else getattr(model_cfg, key, unset)
+        if given is None or given == unset:
+            continue
+        data = getattr(datamodule, key, None)
+        data = list(data) if isinstance(data, tuple) else data
+        given = list(given) if isinstance(given, tuple) else given
+        if data is not None and given != data:
+            shown = data if key != "class_names" or len(data) <= 6 else f"{len(data)} names"
+            raise ConfigError(
+                f"model.{key}: {given!r} disagrees with data set {datamodule.hparams.dataset!r}, "
+                f"whose {key} is {shown!r}; the CLI takes model.{key} from the data: remove it "
+                f"from the config (or change data)")
+
+
 def int_batches(parser: Any) -> None:
     """``limit_*_batches`` / ``val_check_interval`` / ``overfit_batches`` given as ``1`` mean one batch.
 

@@ -16,12 +16,12 @@ import functools
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Optional, Sequence, Union
+from typing import Any, Callable, Optional, Protocol, Sequence, Union
 
 import numpy as np
 
 from mmsam.data.datasets import check_dataset_options, get_dataset_entry
-from mmsam.data.datasets.common import is_hidden
+from mmsam.data.datasets.common import file_hw, is_hidden
 from mmsam.data.modalities import read_aolp, read_image, read_npy
 from mmsam.data.transforms import IGNORE_INDEX
 from mmsam.errors import ConfigError, DataError
@@ -178,14 +178,34 @@ def _reader(ds: Any, key: str, path: Path) -> Callable[[Path], np.ndarray]:
     return reader
 
 
+@dataclass(frozen=True)
+class FileFacts:
+    """What reading one file showed: its size and, for a decoded label, its class histogram."""
+
+    shape: tuple[int, int]
+    decoded: bool = True
+    hist: Optional[tuple[int, ...]] = None  # label only: K pixel counts + ignore
+
+
+class FactsCache(Protocol):
+    """Where :class:`_SplitChecker` keeps the facts of files already read (the preflight's cache)."""
+
+    def get(self, path: Path, decoded: bool) -> Optional[FileFacts]: ...
+
+    def put(self, path: Path, facts: FileFacts) -> None: ...
+
+
 class _SplitChecker:
     """Reads every file of one split, collecting problems, counts and the histogram."""
 
-    def __init__(self, ds: Any, split: str, num_classes: int, report: CheckReport) -> None:
+    def __init__(self, ds: Any, split: str, num_classes: int, report: CheckReport,
+                 cache: Optional[FactsCache] = None) -> None:
         self.ds, self.split, self.report = ds, split, report
         self.read_label = _label_reader(ds)
         self.hist = np.zeros(num_classes + 1, np.int64)
+        self.labels_read = 0
         self.num_classes = num_classes
+        self.cache = cache
         self.counts: dict[str, int] = defaultdict(int)
         module = __import__(type(ds).__module__, fromlist=["_"])
         self.resizable = set(getattr(ds, "resizable", None) or getattr(module, "RESIZABLE", ()))
@@ -202,14 +222,43 @@ class _SplitChecker:
         self.report.problems.append(Problem(self.split, kind, str(path), message))
 
     def keys(self, sample: Any) -> list[str]:
-        keys = [k for k in sample.files if k not in _ALIASES]
+        missing = set(getattr(self.ds, "missing", ()) or ())  # zeroed modalities are not read
+        keys = [k for k in sample.files if k not in _ALIASES and k not in missing]
         if not getattr(self.ds, "labelled", True):
             keys = [k for k in keys if k != "label"]
         return keys
 
-    def run(self, sample: Any) -> None:
+    def inspect(self, key: str, path: Path, decode: bool = True) -> FileFacts:
+        """The facts of one file (decoded, or its header only); DataError naming it if bad."""
+        if self.cache is not None:
+            hit = self.cache.get(path, decode)
+            if hit is not None:
+                return hit
+        if not decode:
+            facts = FileFacts(file_hw(path), decoded=False)
+        elif key == "label":
+            ids = self.read_label(path)
+            shape = tuple(ids.shape[:2])
+            ids = ids[:, self.left_offset:]  # count what the loader keeps
+            valid = ids[ids != IGNORE_INDEX]
+            counts = np.bincount(valid.ravel(), minlength=self.num_classes)[: self.num_classes]
+            facts = FileFacts(shape, hist=tuple(int(c) for c in counts)  # type: ignore[arg-type]
+                              + (int((ids == IGNORE_INDEX).sum()),))
+        else:
+            array = _reader(self.ds, key, path)(path)
+            if self.check_array is not None:
+                self.check_array(key, path, array)
+            facts = FileFacts(tuple(array.shape[:2]))  # type: ignore[arg-type]
+        if self.cache is not None:
+            self.cache.put(path, facts)
+        return facts
+
+    def run(self, sample: Any, decode: bool = True, only: Optional[set[str]] = None) -> None:
+        """Check the files of ``sample`` (decoded, or headers only), then their sizes."""
         shapes: dict[str, tuple[int, int]] = {}
         for key in self.keys(sample):
+            if only is not None and key not in only:
+                continue
             path = Path(sample.files[key])
             if not path.is_file():
                 what = "label" if key == "label" else key
@@ -218,34 +267,37 @@ class _SplitChecker:
                 continue
             self.counts[key] += 1
             try:
-                if key == "label":
-                    ids = self.read_label(path)
-                    shapes[key] = tuple(ids.shape[:2])
-                    ids = ids[:, self.left_offset:]  # count what the loader keeps
-                    valid = ids[ids != IGNORE_INDEX]
-                    self.hist[:-1] += np.bincount(valid.ravel(), minlength=self.num_classes)[
-                        : self.num_classes]
-                    self.hist[-1] += int((ids == IGNORE_INDEX).sum())
-                else:
-                    array = _reader(self.ds, key, path)(path)
-                    if self.check_array is not None:
-                        self.check_array(key, path, array)
-                    shapes[key] = tuple(array.shape[:2])
+                facts = self.inspect(key, path, decode)
             except DataError as exc:
                 kind = "label" if key == "label" and "label ids" in str(exc) else "unreadable"
                 self.problem(kind, path, str(exc))
-        self._sizes(sample, shapes)
+                continue
+            shapes[key] = facts.shape
+            if facts.hist is not None:
+                self.hist += np.asarray(facts.hist[: self.num_classes + 1], np.int64)
+                self.labels_read += 1
+        if only is None:
+            self._sizes(sample, shapes)
+
+    def _fits(self, key: str, hw: tuple[int, int], ref: tuple[int, int]) -> bool:
+        others = tuple(self.accepted_sizes(key, ref)) if self.accepted_sizes else ()
+        return hw == ref or hw in others or (not others and key in self.resizable)
 
     def _sizes(self, sample: Any, shapes: dict[str, tuple[int, int]]) -> None:
+        """Size problems, naming the odd file: the size most files fit wins (ties: the label's)."""
         if not shapes:
             return
         ref_key = "label" if "label" in shapes else next(iter(shapes))
-        ref = shapes[ref_key]
-        ref_name = Path(sample.files[ref_key]).name
+        candidates = list(dict.fromkeys([shapes[ref_key], *shapes.values()]))
+        ref = max(candidates, key=lambda c: sum(self._fits(k, hw, c) for k, hw in shapes.items()))
+        if shapes[ref_key] != ref:  # the reference file is the odd one: name one that fits
+            ref_key = next(k for k, hw in shapes.items() if hw == ref)
+        ref_file = Path(sample.files[ref_key])
+        ref_name = f"{ref_file.parent.name}/{ref_file.name}"  # MCubeS: one stem in every folder
         for key, hw in shapes.items():
-            others = tuple(self.accepted_sizes(key, ref)) if self.accepted_sizes else ()
-            if hw == ref or hw in others or (not others and key in self.resizable):
+            if self._fits(key, hw, ref):
                 continue
+            others = tuple(self.accepted_sizes(key, ref)) if self.accepted_sizes else ()
             path = sample.files[key]
             also = "".join(f" (or {h}x{w} for {key})" for h, w in others)
             self.problem("size", path, f"{path}: {hw[0]}x{hw[1]} (HxW) but {ref_name} is "

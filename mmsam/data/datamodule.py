@@ -7,6 +7,8 @@ sliding-window evaluation of large tiles; predict uses the test split). With
 ``train_samples_per_epoch`` an epoch is that many random draws (with replacement) of training
 items, e.g. MFNet's 1000 iterations of random crops of random tiles. With
 ``synthesize=True`` and an empty ``root``, the dataset's synthetic generator fills it first.
+Before the first step, ``setup`` checks every file of the splits the stage reads
+(``preflight``, see :mod:`mmsam.data.preflight`) and refuses bad data in one line.
 """
 from __future__ import annotations
 
@@ -54,13 +56,19 @@ class MultiModalDataModule(L.LightningDataModule):
             ``motionblur``, or ``normal``).
         missing_modalities: modalities zeroed with ``present`` False in val/test/predict.
         flip_prob: probability of the training horizontal flip.
-        check: validate every file of a split (existence, header size) when it is built.
+        check: with ``preflight: off``, validate every file of a split (existence, header
+            size) when it is built; the preflight checks that and more otherwise.
         pin_memory: DataLoader ``pin_memory``.
         train_samples_per_epoch: training items per epoch, drawn at random with replacement
             (None: one pass over the training set in random order).
         vflip_prob: probability of the training vertical flip.
         dataset_options: extra keyword arguments of the dataset (e.g. ``eroded_test_labels``,
             ``train_window`` for ISPRS), given to every split.
+        preflight: before the first step, check every file of the splits the stage reads:
+            ``full`` decodes each (cached by path, size and mtime), ``sample`` reads every
+            header and decodes a sample of each split, ``off`` only the loaders' header check
+            (``check``). Bad files, a split without a labelled pixel and stale synthetic
+            samples are refused in one line naming the file.
     """
 
     def __init__(
@@ -89,6 +97,7 @@ class MultiModalDataModule(L.LightningDataModule):
         train_samples_per_epoch: Optional[int] = None,
         vflip_prob: float = 0.0,
         dataset_options: Optional[dict[str, Any]] = None,
+        preflight: str = "full",
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -120,6 +129,10 @@ class MultiModalDataModule(L.LightningDataModule):
             if not 0.0 <= value <= 1.0:
                 raise ConfigError(f"{name} must be in [0, 1], got {value}")
         self.dataset_options = self._check_dataset_options(dataset, dataset_options or {})
+        from mmsam.data.preflight import check_mode
+
+        self.preflight_mode = check_mode(preflight)
+        self._preflighted: set[str] = set()
         if (eval_size is None and scale_range is not None and tuple(scale_range) == (1.0, 1.0)
                 and not self.dataset_options.get("train_window")):
             warnings.warn("scale_range [1, 1] still rescales each training image so its short "
@@ -176,6 +189,14 @@ class MultiModalDataModule(L.LightningDataModule):
         hp = self.hparams
         if not hp.synthesize or self._has_data():
             return
+        from mmsam.data.synthetic.common import visible_entries
+
+        entries = visible_entries(self.root)
+        if entries:  # never write over a user's files
+            raise DataError(f"{self.root}: data.synthesize is true but this data.root holds no "
+                            f"{hp.dataset} data and is not empty ({len(entries)} entries, e.g. "
+                            f"{entries[0].name!r}); the synthetic set is written only into an "
+                            f"empty or new folder: set data.root to one")
         given = {"num_train": hp.synth_num_train, "num_val": hp.synth_num_val,
                  "num_test": hp.synth_num_test, "size": hp.synth_size}
         kw = {k: v for k, v in given.items() if v is not None}  # None: the generator's default
@@ -191,22 +212,52 @@ class MultiModalDataModule(L.LightningDataModule):
                      if train else eval_transform(hp.eval_size))
         return self.entry.factory(
             root=self.root, split=split, modalities=self.modalities,
-            conditions=hp.conditions, cases=hp.cases, transform=transform, check=hp.check,
+            conditions=hp.conditions, cases=hp.cases, transform=transform,
+            check=hp.check and self.preflight_mode == "off",
             missing=() if train else self.missing_modalities, **self.dataset_options)
 
     def setup(self, stage: Optional[str] = None) -> None:
-        """Build the datasets the stage needs (fit: train+val, validate, test, predict)."""
+        """Build the datasets the stage needs (fit: train+val, validate, test, predict), then
+        check their files (``preflight``)."""
+        wanted = {"fit": ("train", "val"), "validate": ("val",), "test": ("test",),
+                  "predict": ("predict",), None: ("train", "val", "test", "predict")}[stage]
+        self._build_keys(wanted)
+        self.preflight(wanted)
+
+    def _build_keys(self, keys: Sequence[str]) -> None:
         if self.hparams.synthesize and not self._has_data():
             self.prepare_data()
         if not self.root.exists():
             raise DataError(f"{self.root}: dataset root does not exist (set data.root, or "
                             f"data.synthesize: true to generate the synthetic set)")
-        wanted = {"fit": ("train", "val"), "validate": ("val",), "test": ("test",),
-                  "predict": ("predict",), None: ("train", "val", "test", "predict")}[stage]
-        for key in wanted:
+        for key in keys:
             if key not in self.datasets:
                 split = "test" if key == "predict" else key
                 self.datasets[key] = self._build(split, train=key == "train")
+
+    def preflight(self, keys: Sequence[str] = ("train", "val", "test")) -> None:
+        """Check every file of the splits ``keys`` (train, val, test, predict) name, once per
+        split, building their datasets if needed; DataError naming the first bad file.
+
+        ``setup`` calls it with the stage's splits; ``mmsam fit`` also with ``test`` when it
+        tests after training, so that a bad test file stops it before the first step.
+        """
+        from mmsam.data.preflight import preflight
+
+        self._build_keys(keys)
+        todo: dict[str, Dataset] = {}
+        for key in keys:
+            split = "test" if key == "predict" else key
+            if split not in self._preflighted and split not in todo:
+                todo[split] = self.datasets[key]
+        if not todo:
+            return
+        context = repr((sorted(self.dataset_options.items(), key=lambda kv: kv[0]),
+                        sorted(self.spec_names.items())))
+        preflight(todo, dataset=self.hparams.dataset, root=self.root,
+                  num_classes=self.num_classes, mode=self.preflight_mode, context=context,
+                  progress=True)
+        self._preflighted.update(todo)
 
     def _loader(self, key: str, batch_size: int, shuffle: bool) -> DataLoader:
         if key not in self.datasets:

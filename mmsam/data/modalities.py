@@ -47,6 +47,19 @@ def check_finite(array: np.ndarray, path: PathLike = "<array>") -> np.ndarray:
     return array
 
 
+def _why(path: Path, exc: BaseException) -> str:
+    """The reason in a cannot-read message: an empty file and an unknown format said plainly."""
+    try:
+        size = path.stat().st_size
+    except OSError:
+        size = -1
+    if size == 0:
+        return "empty file, 0 bytes"
+    if type(exc).__name__ == "UnidentifiedImageError":  # its text repeats the path
+        return f"not an image format PIL reads, {size} bytes"
+    return f"{type(exc).__name__}: {exc}"
+
+
 def read_image(path: PathLike) -> np.ndarray:
     """Read an image file (PNG, TIFF, ...) to an HxWxC array of uint8, uint16 or float32.
 
@@ -71,7 +84,7 @@ def read_image(path: PathLike) -> np.ndarray:
     except DataError:
         raise
     except Exception as exc:  # PIL raises OSError, SyntaxError, ValueError, zlib errors...
-        raise DataError(f"{p}: cannot decode image ({type(exc).__name__}: {exc})") from exc
+        raise DataError(f"{p}: cannot decode image ({_why(p, exc)})") from exc
     if mode in _UINT16_MODES:
         arr = arr.astype(np.uint16)
     elif mode == "I":
@@ -106,7 +119,7 @@ def _read_png16(path: Path) -> np.ndarray:
         data = torch.frombuffer(bytearray(path.read_bytes()), dtype=torch.uint8)
         arr = decode_png(data, ImageReadMode.UNCHANGED).permute(1, 2, 0).numpy()
     except Exception as exc:
-        raise DataError(f"{path}: cannot decode image ({type(exc).__name__}: {exc})") from exc
+        raise DataError(f"{path}: cannot decode image ({_why(path, exc)})") from exc
     return np.ascontiguousarray(arr.astype(np.uint16))
 
 
@@ -123,7 +136,7 @@ def read_npy(path: PathLike, left_offset: int = 0) -> np.ndarray:
     try:
         arr = np.load(p, allow_pickle=False)
     except Exception as exc:
-        raise DataError(f"{p}: cannot read .npy array ({type(exc).__name__}: {exc})") from exc
+        raise DataError(f"{p}: cannot read .npy array ({_why(p, exc)})") from exc
     if not isinstance(arr, np.ndarray) or not (np.issubdtype(arr.dtype, np.floating)
                                                or np.issubdtype(arr.dtype, np.integer)):
         raise DataError(f"{p}: expected a numeric array, got {getattr(arr, 'dtype', type(arr))}")
@@ -147,7 +160,7 @@ def npy_shape(path: PathLike) -> tuple[int, ...]:
                            else np.lib.format.read_array_header_2_0)
             shape, _, _ = read_header(f)
     except Exception as exc:
-        raise DataError(f"{p}: cannot read .npy header ({type(exc).__name__}: {exc})") from exc
+        raise DataError(f"{p}: cannot read .npy header ({_why(p, exc)})") from exc
     return tuple(int(s) for s in shape)
 
 
@@ -304,7 +317,7 @@ def image_size(path: PathLike) -> tuple[int, int]:
         with Image.open(p) as img:
             w, h = img.size
     except Exception as exc:
-        raise DataError(f"{p}: cannot read image header ({type(exc).__name__}: {exc})") from exc
+        raise DataError(f"{p}: cannot read image header ({_why(p, exc)})") from exc
     return int(h), int(w)
 
 

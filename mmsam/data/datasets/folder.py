@@ -201,17 +201,17 @@ class FolderDataset(MultiModalDataset):
             raise DataError(f"{list_file}: lists no sample")
         return samples
 
-    def read_label(self, path: PathLike) -> np.ndarray:
-        """Class ids of one label file (what ``mmsam data check`` reads)."""
-        return read_id_image(path)
+    def read_label(self, path: Path) -> np.ndarray:
+        """The label ids of ``path`` (DataError naming it for ids outside the classes)."""
+        label = read_id_image(path)
+        bad = np.setdiff1d(np.unique(label), np.r_[0 : len(self.classes), IGNORE_INDEX])
+        if bad.size:
+            raise DataError(f"{path}: label ids {bad.tolist()[:8]} outside 0..{len(self.classes) - 1} (255 = ignore)")
+        return label
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         s = self.samples[index]
-        label = self.read_label(s.files["label"])
-        bad = np.setdiff1d(np.unique(label), np.r_[0 : len(self.classes), IGNORE_INDEX])
-        if bad.size:
-            raise DataError(f"{s.files['label']}: label ids {bad.tolist()[:8]} outside 0..{len(self.classes) - 1} (255 = ignore)")
-        lab = torch.from_numpy(label)
+        lab = torch.from_numpy(self.read_label(s.files["label"]))
         images = {m: self._match(s.files[m], self.specs[m].load(s.files[m]), lab) for m in self._to_read}
         return self._item(images, lab, s.id)
 

@@ -19,7 +19,6 @@ Tile sides vary per tile in ``[size, 1.25 * size]`` (default 300-375 px, not mul
 """
 from __future__ import annotations
 
-import json
 import time
 from collections import Counter
 from pathlib import Path
@@ -30,7 +29,7 @@ from PIL import Image
 
 from mmsam.data.datasets.isprs import VAIHINGEN_TILES, ids_to_colours
 from mmsam.errors import ConfigError
-from mmsam.data.synthetic.common import MARKER, written_by
+from mmsam.data.synthetic.common import MARKER, Synthesis, written_by  # noqa: F401  (MARKER: re-exported)
 
 GENERATOR = "mmsam.synthetic.aerial"
 IMPERVIOUS, BUILDING, LOW_VEG, TREE, CAR, CLUTTER = range(6)
@@ -234,6 +233,7 @@ def generate_aerial(
     seed: int = 0,
     progress: bool = True,
     erosion_radius: int = 2,
+    overwrite: bool = False,
 ) -> dict:
     """Generate the synthetic Vaihingen-layout set under ``root``; return a summary dict.
 
@@ -244,6 +244,8 @@ def generate_aerial(
         seed: generator seed (same seed, same bytes).
         progress: show a progress bar.
         erosion_radius: radius in pixels of the eroded GT's boundary band.
+        overwrite: write into a non-empty ``root`` (replacing an earlier synthetic set there;
+            see :class:`Synthesis`).
     """
     _check_counts(num_train, num_val, num_test)
     if not isinstance(size, int) or size < 32:
@@ -251,9 +253,10 @@ def generate_aerial(
     if not isinstance(erosion_radius, int) or erosion_radius < 0:
         raise ConfigError(f"erosion_radius must be an int >= 0, got {erosion_radius!r}")
     root = Path(root)
-    (root / MARKER).unlink(missing_ok=True)  # incomplete until the marker is rewritten
     start = time.perf_counter()
     areas = sorted(TRAIN_TILES + TEST_TILES, key=int)
+    run = Synthesis(root, GENERATOR, [p for a in areas for p in tile_paths(root, a).values()],
+                    overwrite)
     bar = None
     if progress:
         from tqdm.auto import tqdm
@@ -286,5 +289,5 @@ def generate_aerial(
         "tile_sizes": sizes, "class_pixels": {str(k): v for k, v in sorted(pixels.items())},
         "files": 4 * len(areas) + 1,
     }
-    (root / MARKER).write_text(json.dumps(info, indent=2, sort_keys=True) + "\n")
+    run.finish(info)
     return {**info, "root": str(root), "seconds": round(time.perf_counter() - start, 3)}

@@ -7,7 +7,6 @@ seed gives byte-identical files. A marker ``mmsam_synthetic.json`` records the p
 """
 from __future__ import annotations
 
-import json
 import time
 from collections import Counter
 from pathlib import Path
@@ -17,7 +16,7 @@ import numpy as np
 from PIL import Image
 
 from mmsam.data.synthetic.sensors import render_sample
-from mmsam.data.synthetic.common import MARKER, check_generate_args, written_by
+from mmsam.data.synthetic.common import MARKER, Synthesis, check_generate_args, written_by  # noqa: F401  (MARKER: re-exported)
 
 CONDITIONS = ("cloud", "fog", "night", "rain", "sun")
 #: Scene suffix cycle: half the scenes normal, the rest one sensor-failure case each.
@@ -69,14 +68,22 @@ def generate_deliver(
     size: int = 128,
     seed: int = 0,
     progress: bool = True,
+    overwrite: bool = False,
 ) -> dict:
-    """Generate the synthetic DELIVER-layout set under ``root``; return a summary dict."""
+    """Generate the synthetic DELIVER-layout set under ``root``; return a summary dict.
+
+    ``root`` must be empty or new unless ``overwrite`` (see :class:`Synthesis`).
+    """
     counts = check_generate_args(num_train, num_val, num_test, size)
     root = Path(root)
-    (root / MARKER).unlink(missing_ok=True)  # incomplete until the marker is rewritten
     start = time.perf_counter()
     plans = [(split, j, p) for split in SPLITS
              for j, p in enumerate(plan_split(split, counts[split]))]
+    path = lambda folder, split, cond, scene, frame, tag: (  # noqa: E731
+        root / folder / cond / split / scene / f"{frame}_{tag}_front.png")
+    run = Synthesis(root, "mmsam.synthetic.deliver", [
+        path(folder, split, cond, scene, frame, tag) for split, _, (cond, scene, _, frame) in plans
+        for folder, (_, tag) in FILES.items()], overwrite)
     bar = None
     if progress:
         from tqdm.auto import tqdm
@@ -88,7 +95,7 @@ def generate_deliver(
         rng = np.random.default_rng(np.random.SeedSequence([seed, SPLITS.index(split), j]))
         arrays = render_sample(rng, size, cond, case)
         for folder, (key, tag) in FILES.items():
-            _save(root / folder / cond / split / scene / f"{frame}_{tag}_front.png", arrays[key])
+            _save(path(folder, split, cond, scene, frame, tag), arrays[key])
         cond_count[cond] += 1
         case_count[case] += 1
         if bar is not None:
@@ -100,6 +107,5 @@ def generate_deliver(
         "splits": counts, "conditions": dict(sorted(cond_count.items())),
         "cases": dict(sorted(case_count.items())), "files": len(plans) * len(FILES),
     }
-    root.mkdir(parents=True, exist_ok=True)
-    (root / MARKER).write_text(json.dumps(info, indent=2, sort_keys=True) + "\n")
+    run.finish(info)
     return {**info, "root": str(root), "seconds": round(time.perf_counter() - start, 3)}

@@ -11,7 +11,6 @@ aspect ratio. Deterministic from the seed (byte-identical files); a marker
 """
 from __future__ import annotations
 
-import json
 import time
 from collections import Counter
 from pathlib import Path
@@ -29,7 +28,7 @@ from mmsam.data.datasets.mcubes import (
     MCUBES_FOLDERS,
 )
 from mmsam.data.synthetic.materials import render_materials
-from mmsam.data.synthetic.common import MARKER, check_generate_args, written_by
+from mmsam.data.synthetic.common import MARKER, Synthesis, check_generate_args, written_by  # noqa: F401  (MARKER: re-exported)
 
 GENERATOR = "mmsam.synthetic.mcubes"
 SPLITS = ("train", "val", "test")
@@ -74,14 +73,21 @@ def generate_mcubes(
     size: int = 128,
     seed: int = 0,
     progress: bool = True,
+    overwrite: bool = False,
 ) -> dict:
-    """Generate the synthetic MCubeS-layout set under ``root``; return a summary dict."""
+    """Generate the synthetic MCubeS-layout set under ``root``; return a summary dict.
+
+    ``root`` must be empty or new unless ``overwrite`` (see :class:`Synthesis`).
+    """
     counts = check_generate_args(num_train, num_val, num_test, size)
     root = Path(root)
-    (root / MARKER).unlink(missing_ok=True)  # incomplete until the marker is rewritten
     start = time.perf_counter()
     H, W = size, LEFT_OFFSET + crop_width(size)
     plans = [(split, j) for split in SPLITS for j in range(counts[split])]
+    lists_out = [root / LIST_FOLDER / f"{name}.txt" for name in (*SPLITS, "all")]
+    run = Synthesis(root, GENERATOR, [root / folder / f"{stem_for(split, j)}{suffix}"
+                                      for split, j in plans for folder, suffix in FILES.values()]
+                    + lists_out, overwrite)
     bar = None
     if progress:
         from tqdm.auto import tqdm
@@ -112,5 +118,5 @@ def generate_mcubes(
         "splits": counts, "class_pixels": {str(k): v for k, v in sorted(pixels.items())},
         "files": len(plans) * len(FILES) + len(SPLITS) + 1,
     }
-    (root / MARKER).write_text(json.dumps(info, indent=2, sort_keys=True) + "\n")
+    run.finish(info)
     return {**info, "root": str(root), "seconds": round(time.perf_counter() - start, 3)}

@@ -18,7 +18,6 @@ Deterministic from the seed; a marker ``mmsam_synthetic.json`` records the param
 """
 from __future__ import annotations
 
-import json
 import struct
 import time
 import zlib
@@ -40,7 +39,7 @@ from mmsam.data.datasets.muses import (
 from mmsam.data.modalities import MUSES_CODEC_SCALE, MUSES_CODEC_SHIFT
 from mmsam.data.synthetic import driving as d
 from mmsam.data.synthetic.sensors import apply_fog, camera, events, lidar, radiance
-from mmsam.data.synthetic.common import MARKER, check_generate_args, written_by
+from mmsam.data.synthetic.common import MARKER, Synthesis, check_generate_args, written_by  # noqa: F401  (MARKER: re-exported)
 
 GENERATOR = "mmsam.synthetic.muses"
 SPLITS = ("train", "val", "test")
@@ -171,17 +170,32 @@ def generate_muses(
     seed: int = 0,
     progress: bool = True,
     test_labels: bool = True,
+    overwrite: bool = False,
 ) -> dict:
     """Generate the synthetic MUSES-layout set under ``root``; return a summary dict.
 
-    Samples cycle through the 8 (weather, time of day) pairs.
+    Samples cycle through the 8 (weather, time of day) pairs. ``root`` must be empty or new
+    unless ``overwrite`` (see :class:`Synthesis`).
     """
     counts = check_generate_args(num_train, num_val, num_test, size)
     root = Path(root)
-    (root / MARKER).unlink(missing_ok=True)
     start = time.perf_counter()
     H, W = size, int(round(size * 16 / 9))
     plans = [(split, j) for split in SPLITS for j in range(counts[split])]
+
+    def paths(split: str, j: int) -> dict[str, Path]:
+        rel = Path(split, *CONDITIONS[j % len(CONDITIONS)])
+        stem = stem_for(split, j)
+        out = {folder: root / folder / rel / f"{stem}_{folder}.png"
+               for folder in (CAMERA, "event_camera", "lidar")}
+        if split != "test" or test_labels:
+            out["label"] = root / LABEL_FOLDER / rel / f"{stem}_{LABEL_TAG}.png"
+        out["lidar_projected"] = root / PROJECTED / "lidar" / rel / f"{stem}_lidar.png"
+        out["event_projected"] = root / PROJECTED / "event_camera" / rel / f"{stem}_event_camera.png"
+        return out
+
+    run = Synthesis(root, GENERATOR, [p for split, j in plans for p in paths(split, j).values()],
+                    overwrite)
     bar = None
     if progress:
         from tqdm.auto import tqdm
@@ -193,16 +207,14 @@ def generate_muses(
         weather, tod = CONDITIONS[j % len(CONDITIONS)]
         rng = np.random.default_rng(np.random.SeedSequence([seed, SPLITS.index(split), j, 11]))
         a = render_muses(rng, H, W, weather, tod)
-        rel = Path(split, weather, tod)
-        stem = stem_for(split, j)
+        out = paths(split, j)
         for folder in (CAMERA, "event_camera", "lidar"):
-            _save(root / folder / rel / f"{stem}_{folder}.png", a[folder])
-        if split != "test" or test_labels:
-            _save(root / LABEL_FOLDER / rel / f"{stem}_{LABEL_TAG}.png", a["label"])
+            _save(out[folder], a[folder])
+        if "label" in out:
+            _save(out["label"], a["label"])
             files += 1
-        write_png16(root / PROJECTED / "lidar" / rel / f"{stem}_lidar.png", a["lidar_projected"])
-        _save(root / PROJECTED / "event_camera" / rel / f"{stem}_event_camera.png",
-              a["event_projected"])
+        write_png16(out["lidar_projected"], a["lidar_projected"])
+        _save(out["event_projected"], a["event_projected"])
         files += 5
         cond_count[f"{weather}_{tod}"] += 1
         if bar is not None:
@@ -214,6 +226,5 @@ def generate_muses(
         "splits": counts, "test_labels": test_labels,
         "conditions": dict(sorted(cond_count.items())), "files": files + 1,
     }
-    root.mkdir(parents=True, exist_ok=True)
-    (root / MARKER).write_text(json.dumps(info, indent=2, sort_keys=True) + "\n")
+    run.finish(info)
     return {**info, "root": str(root), "seconds": round(time.perf_counter() - start, 3)}
