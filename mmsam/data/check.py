@@ -395,7 +395,9 @@ def check_dataset(
             _misplaced(ds, set(wanted), report)
         ds_root = Path(getattr(ds, "root", root))
         partial = partial or bool(getattr(ds, "partial_folders", False))
-        checker = _SplitChecker(ds, split, entry.num_classes, report)
+        classes = tuple(getattr(ds, "classes", None) or entry.classes)  # the folder set: its classes option
+        report.classes = classes
+        checker = _SplitChecker(ds, split, len(classes), report)
         samples = ds.samples
         if progress:
             from tqdm.auto import tqdm

@@ -56,7 +56,7 @@ def test_tutorial_trains_reports_exports_and_predicts(tutorial_run: tuple[Path, 
     work, outputs = tutorial_run
     out = "\n".join(outputs)
     # step 3: data check read both modalities and the labels of every split
-    assert "problems: none" in out and "result: OK" in out
+    assert "problems: none" in out and "result: OK" in out and re.search(r"^1 +person +\d+", out, re.M)
     # step 5: statistics written into the config, the original kept
     assert "modality_stats" in (work / "my_scenes.yaml").read_text() and (work / "my_scenes.yaml.bak").is_file()
     # step 6: the fused model beats each sensor alone, as the tutorial says
