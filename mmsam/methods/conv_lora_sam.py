@@ -88,6 +88,7 @@ class ConvLoRASAM(SegmentationMethod):
             raise ConfigError(f"binary_loss must be one of {sorted(BINARY_LOSSES)}, got {binary_loss!r}")
         self.binary = head == "binary"
         n = 1 if self.binary else (num_mask_tokens or 10)
+
         def mask_token_head(bb: nn.Module) -> nn.Module:
             decoder, prompt_encoder, no_mem_embed = take_decoder(bb)
             return MaskTokenHead(decoder, prompt_encoder, n, None if self.binary else num_classes, no_mem_embed=no_mem_embed)
