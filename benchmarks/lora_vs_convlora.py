@@ -39,7 +39,7 @@ def build(kind: str, args: argparse.Namespace, seed: int) -> SamLoRA:
     torch.manual_seed(seed)  # the same frozen backbone and head for both
     common = dict(r=args.rank, alpha=args.alpha, parts=None, target_modules=["attn.qkv"])
     lora = LoRAConfig(**common) if kind == "lora" else ConvLoRAConfig(**common, num_experts=args.experts)
-    return SamLoRA(25, MODALITIES, backbone="sam_vit_tiny", img_size=args.size, lora=lora)
+    return SamLoRA(25, MODALITIES, backbone="sam_vit_tiny", img_size=args.size, adapter=lora)
 
 
 def evaluate(model: SamLoRA, loader) -> float:

@@ -39,12 +39,13 @@ def _make_cli_class() -> type:
     from lightning.pytorch.callbacks import ModelCheckpoint
     from lightning.pytorch.cli import LightningCLI
 
-    from mmsam.adapters import LoRAConfig
-    from mmsam.cli_support import int_batches
+    from mmsam.adapters import AdapterConfig
+    from mmsam.cli_support import install_deprecation_loader, int_batches
 
-    # a method's `lora:` takes plain LoRA keys, or `class_path` + `init_args` of any LoRA-family
-    # config (e.g. Conv-LoRA) — adapters compose with methods by config alone
-    set_parsing_settings(subclasses_enabled=[LoRAConfig])
+    # a method's `adapter:` takes plain LoRA keys, or `class_path` + `init_args` of any registered
+    # adapter config — adapters compose with methods by config alone
+    set_parsing_settings(subclasses_enabled=[AdapterConfig])
+    parser_mode = install_deprecation_loader()  # YAML, with the deprecated `lora:` read as `adapter:`
 
     from mmsam.data.datamodule import MultiModalDataModule
     from mmsam.engine import ColorMaskWriter, SegmentationTask
@@ -60,6 +61,7 @@ def _make_cli_class() -> type:
 
         def init_parser(self, **kwargs: Any) -> Any:
             kwargs.setdefault("exit_on_error", False)  # main() prints one line instead of the usage dump
+            kwargs.setdefault("parser_mode", parser_mode)
             return super().init_parser(**kwargs)
 
         def add_arguments_to_parser(self, parser: Any) -> None:
@@ -163,6 +165,13 @@ def _make_cli_class() -> type:
 
 def lightning_main(args: list[str] | None = None, **kwargs: Any) -> Any:
     """Run the LightningCLI (``fit``/``validate``/``test``/``predict``)."""
+    from mmsam.cli_support import rename_deprecated_args, warn_once
+
+    if args is None or isinstance(args, list):
+        renamed, messages = rename_deprecated_args(list(sys.argv[1:] if args is None else args))
+        if messages:  # `--model.method.init_args.lora.*` -> `adapter`
+            warn_once(messages)
+            args = renamed
     return _make_cli_class()(args=args, **kwargs)
 
 

@@ -132,7 +132,8 @@ def format_config_error(message: str) -> str:
         where = ".".join(parents + [key]) if parents else m.group(1)
         if len(parents) > 1 and "." in parents[0]:  # a class_path argument: its keys sit under init_args
             where = f"{parents[0]}.init_args.{'.'.join(parents[1:] + [key])}"
-        accepted = _keys_of(cls[-1]) if cls else []
+        # a union (a method's `adapter: LoRAConfig | AdapterConfig`) names each class it tried
+        accepted = [k for c in dict.fromkeys(cls) for k in _keys_of(c)]
         return f"unknown config key '{where}'{_suggest(key, accepted)}"
     m = re.search(r"unrecognized arguments: (\S+)", text)
     if m:
@@ -197,3 +198,83 @@ def int_batches(parser: Any) -> None:
                                         "limit_predict_batches", "overfit_batches", "val_check_interval"}:
             if hasattr(action, "_typehint"):
                 action._typehint = Union[int, float, None]  # built here: typing caches equal unions
+
+
+# ---- deprecated config keys -------------------------------------------------------------------
+
+#: old key of a method's ``init_args`` -> its new name
+RENAMED_METHOD_KEYS = {"lora": "adapter"}
+_METHOD_PATH = "model.method.init_args"
+_warned: set[str] = set()
+
+
+def deprecation_line(old: str, new: str) -> str:
+    return f"config key '{_METHOD_PATH}.{old}' is deprecated: renamed to '{new}' (it takes the same values); read as '{new}'"
+
+
+def rename_deprecated_keys(config: Any) -> list[str]:
+    """Rename, in place, the deprecated keys of ``config['model']['method']['init_args']`` (a whole
+    config, as a YAML file holds it) to their new names; returns one message per renamed key.
+
+    Giving both the old and the new key is a ``ConfigError``.
+    """
+    from mmsam.errors import ConfigError
+
+    if not isinstance(config, dict):
+        return []
+    method = (config.get("model") or {}).get("method") if isinstance(config.get("model"), dict) else None
+    init = method.get("init_args") if isinstance(method, dict) else None
+    if not isinstance(init, dict):
+        return []
+    messages = []
+    for old, new in RENAMED_METHOD_KEYS.items():
+        if old not in init:
+            continue
+        if new in init:
+            raise ConfigError(f"config has both '{_METHOD_PATH}.{old}' (deprecated) and '{_METHOD_PATH}.{new}': keep '{new}' only")
+        config["model"]["method"]["init_args"] = init = {(new if k == old else k): v for k, v in init.items()}
+        messages.append(deprecation_line(old, new))
+    return messages
+
+
+def rename_deprecated_args(args: list[str]) -> tuple[list[str], list[str]]:
+    """Command-line options under a deprecated key (``--model.method.init_args.lora.r 8``) renamed;
+    returns the new list and one message per renamed key."""
+    out, messages = [], []
+    for arg in args:
+        for old, new in RENAMED_METHOD_KEYS.items():
+            prefix = f"--{_METHOD_PATH}.{old}"
+            if arg == prefix or arg.startswith((prefix + ".", prefix + "=")):
+                arg = f"--{_METHOD_PATH}.{new}" + arg[len(prefix):]
+                line = deprecation_line(old, new)
+                if line not in messages:
+                    messages.append(line)
+        out.append(arg)
+    return out, messages
+
+
+def warn_once(messages: Iterable[str]) -> None:
+    """Print each deprecation message once per process, as one ``mmsam: warning:`` line on stderr."""
+    import sys
+
+    for msg in messages:
+        if msg not in _warned:
+            _warned.add(msg)
+            print(f"mmsam: warning: {msg}", file=sys.stderr)
+
+
+def install_deprecation_loader(mode: str = "mmsam_yaml") -> str:
+    """Register a jsonargparse parser mode that reads YAML as ``yaml`` does and renames deprecated
+    method keys of every whole config it loads (``--config`` files); returns the mode's name."""
+    from jsonargparse import get_loader, set_loader
+    from jsonargparse._loaders_dumpers import get_loader_exceptions
+
+    base = get_loader("yaml")
+
+    def load(text: str) -> Any:
+        value = base(text)
+        warn_once(rename_deprecated_keys(value))
+        return value
+
+    set_loader(mode, load, exceptions=get_loader_exceptions("yaml"))
+    return mode

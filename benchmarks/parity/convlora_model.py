@@ -75,7 +75,7 @@ def build_ours() -> ConvLoRASAM:
     """mmsam's model with deterministic weights: parameters by ``fill_deterministic``; the random
     Fourier matrix (a buffer) by ``fixed_input``; the prompt encoder's unused ``no_mask_embed`` equal
     to the head's copy (one tensor in the official model)."""
-    model = ConvLoRASAM(**INIT_ARGS, lora=ConvLoRAConfig(**LORA))
+    model = ConvLoRASAM(**INIT_ARGS, adapter=ConvLoRAConfig(**LORA))
     fill_deterministic(model, SEED)
     with torch.no_grad():
         pe = model.head.pe_layer.positional_encoding_gaussian_matrix
@@ -132,7 +132,7 @@ def sam_config():
 
 def build_ours_binary() -> ConvLoRASAM:
     """The binary model (one mask token, no class head), filled as :func:`build_ours`."""
-    model = ConvLoRASAM(**{**INIT_ARGS, "num_classes": 2, "num_mask_tokens": None}, lora=ConvLoRAConfig(**LORA))
+    model = ConvLoRASAM(**{**INIT_ARGS, "num_classes": 2, "num_mask_tokens": None}, adapter=ConvLoRAConfig(**LORA))
     fill_deterministic(model, SEED)
     with torch.no_grad():
         pe = model.head.pe_layer.positional_encoding_gaussian_matrix

@@ -212,7 +212,7 @@ def build_ours(kwargs: dict, seed: int) -> nn.Module:
     from mmsam.methods import MemorySAM
     from mmsam.testing import fill_deterministic
 
-    model = MemorySAM(**kwargs)  # lora=None: rank 4 on q and v, scale 1, slice_width "in"
+    model = MemorySAM(**kwargs)  # adapter=None: rank 4 on q and v, scale 1, slice_width "in"
     fill_deterministic(model, seed)
     fill_pe_buffer(model, seed)
     model.train()

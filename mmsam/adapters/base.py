@@ -1,11 +1,14 @@
 """The contract every adapter layer follows (after PEFT's ``BaseTunerLayer``)."""
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
-from typing import ClassVar
+from typing import ClassVar, Sequence
 
 import torch
 from torch import nn
+
+from mmsam.errors import ConfigError
 
 
 @dataclass
@@ -23,6 +26,28 @@ class AdapterConfig:
     exclude_modules: str | list[str] | None = None
     blocks: list[int] | None = None
     adapter_type: ClassVar[str] = ""  # the registry key of the adapter; set by each subclass
+    # modality-aware adapters: the field listing one part (expert, stream) per modality, filled by the method
+    modality_field: ClassVar[str | None] = None
+
+    @property
+    def modality_aware(self) -> bool:
+        return self.modality_field is not None
+
+
+def with_modalities(config: AdapterConfig, names: Sequence[str]) -> AdapterConfig:
+    """``config`` with one part per modality of ``names`` when it is modality-aware, else ``config``.
+
+    The one place where MoE-LoRA's ``experts`` and MMAdapter / MMLoRA's ``streams`` come from the
+    method's modalities; names given in the config must be those modalities (any order).
+    """
+    key = config.modality_field
+    if key is None:
+        return config  # a shared adapter: one set for all modalities
+    names = list(names)
+    given = getattr(config, key)
+    if given and set(given) != set(names):
+        raise ConfigError(f"adapter {key} {given} differ from the model's modalities {names}; leave them empty")
+    return dataclasses.replace(config, **{key: names})
 
 
 class AdapterLayer(nn.Module):
@@ -34,6 +59,8 @@ class AdapterLayer(nn.Module):
 
     adapter_layer_names: tuple[str, ...] = ()
     supports_merge: bool = False
+    # True: ``inject_adapters`` passes the wrapped module's full name as ``name=`` (its role may depend on it)
+    takes_module_name: ClassVar[bool] = False
 
     def __init__(self, base_layer: nn.Module) -> None:
         super().__init__()

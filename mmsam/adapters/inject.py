@@ -120,7 +120,8 @@ def inject_adapters(module: nn.Module, config: AdapterConfig) -> list[str]:
     for name in names:
         parent_name, _, child = name.rpartition(".")
         parent = module.get_submodule(parent_name) if parent_name else module
-        setattr(parent, child, kind.layer_cls(getattr(parent, child), config))
+        named = {"name": name} if kind.layer_cls.takes_module_name else {}
+        setattr(parent, child, kind.layer_cls(getattr(parent, child), config, **named))
     return names
 
 

@@ -51,9 +51,9 @@ class LoRAConfig(AdapterConfig):
 
     def __post_init__(self) -> None:
         if self.r < 1:
-            raise ConfigError(f"lora.r (the LoRA rank) must be an integer >= 1, got {self.r}")
+            raise ConfigError(f"LoRA r (the rank) must be an integer >= 1, got {self.r}")
         if not 0.0 <= self.dropout < 1.0:
-            raise ConfigError(f"lora.dropout must be in [0, 1), got {self.dropout}")
+            raise ConfigError(f"LoRA dropout must be in [0, 1), got {self.dropout}")
         if self.parts is not None:
             bad = [p for p in self.parts if p not in _PARTS]
             if bad or not self.parts:

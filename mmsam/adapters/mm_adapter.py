@@ -20,35 +20,20 @@ Injected by module name on each block's ``attn`` and ``mlp``:
 The bottleneck is ``Linear(C, ratio·C) -> GELU -> Linear(ratio·C, C)`` with PyTorch's default
 init (the official code; the paper writes ReLU). Not mergeable: the adapters are non-linear.
 
-The per-sample presence of each stream is read from :func:`stream_presence`, which the method
-sets around the encoder call next to :func:`~mmsam.adapters.layout.modality_layout`; outside it
-every stacked stream counts as present.
+The per-sample presence of each stream is the current :class:`~mmsam.adapters.layout.ModalityLayout`'s
+``present``, set with the stacked names by the shared encode step of every method; a layout without
+presence counts every stacked stream as present.
 """
 from __future__ import annotations
 
-from contextlib import contextmanager
-from contextvars import ContextVar
 from dataclasses import dataclass, field
-from typing import ClassVar, Iterator
+from typing import ClassVar
 
 import torch
 from torch import nn
 
 from mmsam.adapters.base import AdapterConfig, AdapterLayer
-from mmsam.adapters.layout import ModalityLayout, current_layout
-
-_PRESENCE: ContextVar[torch.Tensor | None] = ContextVar("mmsam_stream_presence", default=None)
-
-
-@contextmanager
-def stream_presence(present: torch.Tensor | None) -> Iterator[None]:
-    """Set which stacked streams each sample really has: ``(M, B)``, in the layout's order."""
-    token = _PRESENCE.set(present)
-    try:
-        yield
-    finally:
-        _PRESENCE.reset(token)
-
+from mmsam.adapters.layout import ModalityLayout, layout_for
 
 def check_streams(streams: list[str], kind: str) -> None:
     if len(set(streams)) != len(streams):
@@ -57,40 +42,22 @@ def check_streams(streams: list[str], kind: str) -> None:
 
 def stream_chunks(x: torch.Tensor, streams: nn.ModuleDict | dict, kind: str) -> tuple[ModalityLayout, tuple[torch.Tensor, ...]]:
     """The current layout and ``x`` split into one chunk per stacked stream (checked against ``streams``)."""
-    layout = current_layout()
-    if layout is None:
-        if len(streams) != 1:
-            raise RuntimeError(
-                f"{kind} needs the batch's modality layout: run the encoder inside "
-                "`with modality_layout(names):` (methods do this for you)"
-            )
-        layout = ModalityLayout(tuple(streams))
-    unknown = [n for n in layout.names if n not in streams]
-    if unknown:
-        raise RuntimeError(f"{kind} has no stream for modalities {unknown}; streams: {list(streams)}")
+    layout = layout_for(streams, kind, "stream")
     return layout, layout.split(x)
 
 
-def mix_streams(deltas: list[torch.Tensor], lambdas: list[torch.Tensor | None]) -> torch.Tensor:
+def mix_streams(deltas: list[torch.Tensor], lambdas: list[torch.Tensor | None], layout: ModalityLayout) -> torch.Tensor:
     """``λ_m d_m + (1 − λ_m) · mean of the other present streams' d_k``, concatenated over streams.
 
     ``lambdas[m] is None`` means no exchange for stream ``m`` (weight 1 on its own delta).
-    Presence ``(M, B)`` comes from :func:`stream_presence`; a chunk of ``N = B·k`` rows repeats
-    each sample's flag ``k`` times.
+    Which streams each sample has comes from the layout's presence ``(M, B)``; a chunk of
+    ``N = B·k`` rows repeats each sample's flag ``k`` times.
     """
     if all(lam is None for lam in lambdas):
         return torch.cat(deltas, 0)
-    m = len(deltas)
-    n = deltas[0].shape[0]
-    present = _PRESENCE.get()
     d = torch.stack(deltas)  # (M, N, ...)
-    if present is None:
-        p = d.new_ones(m, n)
-    else:
-        if present.shape[0] != m or n % present.shape[1]:
-            raise RuntimeError(f"stream presence {tuple(present.shape)} does not fit {m} streams of {n} rows")
-        p = present.to(d.dtype).repeat_interleave(n // present.shape[1], dim=1)
-    p = p.view(m, n, *([1] * (d.ndim - 2)))
+    m, n = d.shape[:2]
+    p = layout.row_presence(n, d).view(m, n, *([1] * (d.ndim - 2)))
     total = (p * d).sum(0)
     others = (p.sum(0) - p).clamp(min=1)  # number of other present streams, per row (>= 1 to divide)
     out = []
@@ -119,6 +86,7 @@ class MMAdapterConfig(AdapterConfig):
     """
 
     adapter_type: ClassVar[str] = "mm_adapter"
+    modality_field: ClassVar[str] = "streams"
     target_modules: str | list[str] = field(default_factory=lambda: ["attn", "mlp"])
     streams: list[str] = field(default_factory=list)
     ratio: float = 0.25
@@ -178,4 +146,4 @@ class MMAdapterLayer(AdapterLayer):
             return y + torch.cat([self.adapters[n](c) for n, c in zip(layout.names, chunks)], 0)
         layout, chunks = stream_chunks(x, self.adapters, "MMAdapter")
         deltas = [self.adapters[n](c) for n, c in zip(layout.names, chunks)]
-        return y + mix_streams(deltas, [self.lambdas[n] if n in self.lambdas else None for n in layout.names])
+        return y + mix_streams(deltas, [self.lambdas[n] if n in self.lambdas else None for n in layout.names], layout)

@@ -5,7 +5,7 @@ Ma et al., IEEE TGRS 2025, Sec. III-B (Eqs. 7–12) and III-C-2 (official: sstar
 stream (modality) runs through the same frozen SAM blocks in one batched pass, stacked
 modality-outermost; each has its own LoRA matrices. Injected by module name on frozen Linears:
 
-- a fused attention ``qkv`` (``out_features = 3 · in_features``): per-stream LoRA on the ``parts``
+- a fused attention ``qkv`` (a module named ``qkv``; ``out_features = 3 · d_out``): per-stream LoRA on the ``parts``
   slices (q and v), scaled by ``alpha / r`` (1 / 4 = 0.25), no exchange between streams;
 - any other target Linear (``mlp.lin1``, ``mlp.lin2``)::
 
@@ -38,7 +38,8 @@ class MMLoRAConfig(AdapterConfig):
     """MMLoRA hyper-parameters (defaults: the official code, ``lora_block.py``).
 
     Args:
-        target_modules: the Linears adapted (every block's ``attn.qkv``, ``mlp.lin1``, ``mlp.lin2``).
+        target_modules: the Linears adapted (every block's ``attn.qkv``, ``mlp.lin1``, ``mlp.lin2``;
+            on SAM 2's Hiera ``mlp.layers.0`` / ``mlp.layers.1``).
         streams: the modality names, one set of LoRA matrices each (filled by the method).
         r: rank (4). alpha: the attention updates are scaled by ``alpha / r`` (1 / 4).
         dropout: on the LoRA input (0).
@@ -49,7 +50,11 @@ class MMLoRAConfig(AdapterConfig):
     """
 
     adapter_type: ClassVar[str] = "mm_lora"
-    target_modules: str | list[str] = field(default_factory=lambda: ["attn.qkv", "mlp.lin1", "mlp.lin2"])
+    modality_field: ClassVar[str] = "streams"
+    # SAM ViT's MLP Linears are mlp.lin1 / lin2, SAM 2 Hiera's mlp.layers.0 / 1
+    target_modules: str | list[str] = field(
+        default_factory=lambda: ["attn.qkv", "mlp.lin1", "mlp.lin2", "mlp.layers.0", "mlp.layers.1"]
+    )
     streams: list[str] = field(default_factory=list)
     r: int = 4
     alpha: float = 1.0
@@ -77,12 +82,14 @@ class MMLoRALinear(AdapterLayer):
     """A frozen Linear with one LoRA per stream, mixed between streams except on a fused qkv."""
 
     adapter_layer_names = ("lora", "lambdas")
+    takes_module_name = True
 
-    def __init__(self, base_layer: nn.Linear, config: MMLoRAConfig) -> None:
+    def __init__(self, base_layer: nn.Linear, config: MMLoRAConfig, name: str | None = None) -> None:
         super().__init__(base_layer)
         if not config.streams:
             raise ValueError("MMLoRA needs stream names (the modalities); none were given")
-        self.is_qkv = base_layer.out_features == 3 * base_layer.in_features
+        # a fused qkv by name when injected (Hiera's stage transitions widen it: Linear(d, 3·2d)), else by shape
+        self.is_qkv = name.rsplit(".", 1)[-1] == "qkv" if name is not None else base_layer.out_features == 3 * base_layer.in_features
         lora = config.attention_lora() if self.is_qkv else config.mixed_lora()
         self.lora = nn.ModuleDict(
             {s: LoRADelta(base_layer.in_features, base_layer.out_features, lora) for s in config.streams}
@@ -96,4 +103,4 @@ class MMLoRALinear(AdapterLayer):
         y = self.base_layer(x)
         layout, chunks = stream_chunks(x, self.lora, "MMLoRA")
         deltas = [self.lora[n](c) for n, c in zip(layout.names, chunks)]
-        return y + mix_streams(deltas, [self.lambdas[n] if n in self.lambdas else None for n in layout.names])
+        return y + mix_streams(deltas, [self.lambdas[n] if n in self.lambdas else None for n in layout.names], layout)

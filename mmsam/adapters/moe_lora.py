@@ -2,7 +2,7 @@
 
 The modalities of a batch go through the frozen encoder together, stacked modality-outermost;
 each expert updates only its modality's contiguous chunk of the input, read from the current
-:func:`~mmsam.adapters.layout.current_layout`. Each expert is the update of any registered
+:class:`~mmsam.adapters.layout.ModalityLayout`. Each expert is the update of any registered
 LoRA-family adapter (plain LoRA on the q and v slices of the fused qkv as in MLE-SAM Eq. 5,
 ``../shared/reference/mlesam.md`` §2.2, or e.g. Conv-LoRA), so a modality's features equal a
 forward with its own adapter alone, while the encoder still runs once.
@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from mmsam.adapters.base import AdapterConfig, AdapterLayer
-from mmsam.adapters.layout import current_layout
+from mmsam.adapters.layout import layout_for
 from mmsam.adapters.lora import LoRAConfig
 
 
@@ -28,6 +28,7 @@ class MoELoRAConfig(AdapterConfig):
     """
 
     adapter_type: ClassVar[str] = "moe_lora"
+    modality_field: ClassVar[str] = "experts"
     expert: LoRAConfig = field(default_factory=lambda: LoRAConfig(r=32, parts=["q", "v"]))
     experts: list[str] = field(default_factory=list)
 
@@ -55,16 +56,6 @@ class MoELoRALinear(AdapterLayer):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = self.base_layer(x)
-        layout = current_layout()
-        if layout is None:
-            if len(self.experts) != 1:
-                raise RuntimeError(
-                    "MoE-LoRA needs the batch's modality layout: run the encoder inside "
-                    "`with modality_layout(names):` (methods do this for you)"
-                )
-            return y + next(iter(self.experts.values()))(x)
-        unknown = [n for n in layout.names if n not in self.experts]
-        if unknown:
-            raise RuntimeError(f"no MoE-LoRA expert for modalities {unknown}; experts: {list(self.experts)}")
+        layout = layout_for(self.experts, "MoE-LoRA", "expert")
         deltas = [self.experts[name](chunk) for name, chunk in zip(layout.names, layout.split(x))]
         return y + torch.cat(deltas, dim=0)

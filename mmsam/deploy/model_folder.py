@@ -15,6 +15,7 @@ from __future__ import annotations
 import copy
 import json
 import os
+import warnings
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -34,9 +35,9 @@ __all__ = ["build_task", "export_model", "read_model_folder", "FORMAT"]
 def _configure_parsing() -> None:
     from jsonargparse import set_parsing_settings
 
-    from mmsam.adapters import LoRAConfig
+    from mmsam.adapters import AdapterConfig
 
-    set_parsing_settings(subclasses_enabled=[LoRAConfig])
+    set_parsing_settings(subclasses_enabled=[AdapterConfig])
 
 
 def build_task(model_config: Mapping[str, Any], *, checkpoint: str | None = None) -> Any:
@@ -48,6 +49,10 @@ def build_task(model_config: Mapping[str, Any], *, checkpoint: str | None = None
 
     _configure_parsing()
     cfg = copy.deepcopy(dict(model_config))
+    from mmsam.cli_support import rename_deprecated_keys
+
+    for msg in rename_deprecated_keys({"model": cfg}):  # a folder written before `lora:` became `adapter:`
+        warnings.warn(msg, FutureWarning, stacklevel=2)
     method = cfg.get("method")
     if not isinstance(method, dict) or "class_path" not in method:
         raise ConfigError("model.method must be a class_path with init_args")

@@ -1,16 +1,41 @@
-"""What every method shares: stacking present modalities, fusing per level, parameter groups."""
+"""What every method shares: the one build path, the encode step (input size, stacking, modality
+layout), fusing per level, parameter groups."""
 from __future__ import annotations
 
-from typing import Any, Sequence
+import copy
+import fnmatch
+from typing import Any, Callable, Sequence
 
 import torch
 from torch import nn
 
-from mmsam.adapters import AdapterConfig, add_balance_loss, inject_adapters, modality_layout
-from mmsam.backbones import create_backbone
+from mmsam.adapters import AdapterConfig, add_balance_loss, inject_adapters, modality_layout, with_modalities
+from mmsam.backbones import create_backbone, list_backbones
+from mmsam.backbones.registry import is_backbone
 from mmsam.data.modalities import get_modality
 from mmsam.errors import ConfigError
-from mmsam.heads import SamDecoderHead
+
+# family -> (backbone name pattern, name in messages)
+_FAMILIES = {"sam": ("sam_vit*", "SAM ViT"), "sam2": ("sam2*", "SAM 2")}
+
+
+def take_decoder(backbone: nn.Module) -> tuple[nn.Module, nn.Module, Any]:
+    """Move SAM's mask decoder out of ``backbone`` (the head owns it); returns it, the prompt encoder and
+    SAM 2's ``no_mem_embed`` (``None`` for SAM)."""
+    decoder, prompt_encoder = backbone.mask_decoder, backbone.prompt_encoder
+    del backbone.mask_decoder
+    return decoder, prompt_encoder, getattr(backbone, "no_mem_embed", None)
+
+
+def sam_decoder_head(num_classes: int) -> Callable[[nn.Module], nn.Module]:
+    """Head factory: the backbone's own mask decoder with ``num_classes`` class tokens."""
+    from mmsam.heads import SamDecoderHead
+
+    def make(backbone: nn.Module) -> nn.Module:
+        decoder, prompt_encoder, no_mem_embed = take_decoder(backbone)
+        return SamDecoderHead(decoder, prompt_encoder, num_classes, no_mem_embed=no_mem_embed)
+
+    return make
 
 
 class SegmentationMethod(nn.Module):
@@ -31,28 +56,56 @@ class SegmentationMethod(nn.Module):
         self.num_classes = num_classes
         self.modalities = tuple(modalities)
 
-    def build_frozen_sam(self, backbone: str, *, img_size: int, checkpoint: str | None, adapter: AdapterConfig) -> None:
-        """Build the frozen backbone, inject ``adapter`` and hand its decoder to a K-class head.
+    def build_frozen(
+        self,
+        backbone: str,
+        *,
+        img_size: int,
+        checkpoint: str | None,
+        adapter: AdapterConfig,
+        head: Callable[[nn.Module], nn.Module] | None = None,
+        head_attr: str = "head",
+        family: str | None = None,
+        family_why: str = "",
+        with_memory: bool = False,
+        exact_input_size: bool = False,
+    ) -> None:
+        """The one build path of every method: frozen backbone, adapter injected, head.
 
-        Sets ``self.backbone``, ``self.adapted_modules``, ``self.head`` and ``self.img_size``.
+        ``adapter`` is copied and, when modality-aware (MoE-LoRA experts, MMAdapter / MMLoRA
+        streams), given one part per modality of this model. ``family`` (``"sam"`` / ``"sam2"``)
+        refuses a backbone of the other family before building (``family_why``: the reason, for
+        the message). ``head(backbone)`` is called after injection and may take modules out of the
+        backbone (SAM's decoder); its result is set as ``self.<head_attr>``. ``exact_input_size``: inputs must be ``img_size`` square
+        whatever the family (SAM ViT always needs it). Sets ``self.backbone``,
+        ``self.adapter_config``, ``self.adapted_modules`` and ``self.img_size``.
         """
-        self.backbone = create_backbone(backbone, img_size=img_size, checkpoint=checkpoint)
+        if family is not None and is_backbone(backbone) and not fnmatch.fnmatchcase(backbone, _FAMILIES[family][0]):
+            pattern, label = _FAMILIES[family]
+            raise ConfigError(
+                f"{type(self).__name__} needs a {label} backbone{f' ({family_why})' if family_why else ''}, got {backbone!r}; "
+                f"choose one of {list_backbones(pattern)}"
+            )
+        adapter = with_modalities(copy.deepcopy(adapter), self.modalities)
+        kwargs = {"with_memory": True} if with_memory else {}
+        self.backbone = create_backbone(backbone, img_size=img_size, checkpoint=checkpoint, **kwargs)
         self.backbone.requires_grad_(False)
-        self.adapted_modules = inject_adapters(self.backbone.image_encoder, adapter)
-        decoder, prompt_encoder = self.backbone.mask_decoder, self.backbone.prompt_encoder
-        del self.backbone.mask_decoder  # the head owns it now
-        self.head = SamDecoderHead(
-            decoder, prompt_encoder, self.num_classes, no_mem_embed=getattr(self.backbone, "no_mem_embed", None)
-        )
         self.img_size = img_size
+        self.exact_input_size = exact_input_size
+        self.adapter_config = adapter
+        self.adapted_modules = inject_adapters(self.backbone.image_encoder, adapter)
+        if head is not None:
+            setattr(self, head_attr, head(self.backbone))
 
     def check_input_size(self, batch: dict[str, Any]) -> None:
-        """SAM's absolute position embedding fixes the input size: say so before torch does."""
+        """SAM's absolute position embedding (and SAM 2's memory heads) fix the input size: say so before torch does."""
         size = tuple(next(iter(batch["modalities"].values())).shape[-2:])
-        if self.backbone.family == "sam" and size != (self.img_size, self.img_size):
+        fixed = self.exact_input_size or self.backbone.family == "sam"
+        if fixed and size != (self.img_size, self.img_size):
             raise ConfigError(
-                f"images are {size[0]}x{size[1]} but the SAM encoder was built for img_size={self.img_size}; "
-                "set the data's train_size/eval_size to the model's img_size"
+                f"images are {size[0]}x{size[1]} but {type(self).__name__}'s {_FAMILIES[self.backbone.family][1]} "
+                f"encoder was built for img_size={self.img_size}; "
+                "set the data's train_size/eval_size (or the task's eval_window) to the model's img_size"
             )
 
     def stack_modalities(self, batch: dict[str, Any]) -> tuple[torch.Tensor, tuple[str, ...], torch.Tensor]:
@@ -84,12 +137,15 @@ class SegmentationMethod(nn.Module):
         return torch.cat(stack, 0), tuple(names), torch.stack(masks).float()
 
     def encode(self, encoder: nn.Module, batch: dict[str, Any]) -> tuple[list[torch.Tensor], tuple[str, ...], torch.Tensor]:
-        """One batched encoder pass over all present modalities.
+        """The shared encode step: input size check, one batched encoder pass over all present modalities.
 
-        Returns the encoder levels reshaped to ``(M, B, C, h, w)``, the names and presence.
+        The pass runs inside the :class:`~mmsam.adapters.ModalityLayout` of the stacked names and
+        their per-sample presence, which modality-aware adapters read. Returns the encoder levels
+        reshaped to ``(M, B, C, h, w)``, the names and presence ``(M, B)``.
         """
+        self.check_input_size(batch)
         x, names, present = self.stack_modalities(batch)
-        with modality_layout(names):
+        with modality_layout(names, present):
             levels = encoder(x)
         m = len(names)
         return [f.reshape(m, f.shape[0] // m, *f.shape[1:]) for f in levels], names, present

@@ -16,19 +16,17 @@ The paper's losses go to ``out["losses"]`` with the gates' load-balancing loss (
 """
 from __future__ import annotations
 
-import copy
 from typing import Any, Literal, Sequence
 
 import torch
 from torch import nn
 
-from mmsam.adapters import ConvLoRAConfig, LoRAConfig, add_balance_loss, inject_adapters
-from mmsam.backbones import create_backbone
+from mmsam.adapters import AdapterConfig, ConvLoRAConfig, LoRAConfig, add_balance_loss
 from mmsam.errors import ConfigError
 from mmsam.heads import upsample_logits
 from mmsam.heads.mask_token_head import MaskTokenHead
 from mmsam.losses.mask_classification import BINARY_LOSSES, MaskClassificationLoss, semantic_inference
-from mmsam.methods.base import SegmentationMethod
+from mmsam.methods.base import SegmentationMethod, take_decoder
 from mmsam.methods.registry import register_method
 
 
@@ -41,8 +39,9 @@ class ConvLoRASAM(SegmentationMethod):
         backbone: ``sam_vit_h`` in the official preset; any registered backbone works.
         img_size: encoder input size (1024 in the paper).
         checkpoint: official SAM / SAM 2 file, or ``None`` (random weights).
-        lora: the encoder adapter: ``ConvLoRAConfig`` (rank 3, 8 experts, whole fused qkv) or any
-            LoRA-family config given by ``class_path`` (plain LoRA gives the paper's LoRA baseline).
+        adapter: the encoder adapter: ``ConvLoRAConfig`` (rank 3, 8 experts, whole fused qkv; also
+            when ``None``) or any registered adapter given by ``class_path`` (plain LoRA gives the
+            paper's LoRA baseline; a modality-aware one gets one expert / stream per modality).
         head: ``"auto"`` (binary if K = 2, else mask classification), ``"binary"`` or ``"mask_classification"``.
         num_mask_tokens: N; ``None`` means 1 (binary) or 10 (mask classification, the official
             multi-class unit test).
@@ -64,7 +63,7 @@ class ConvLoRASAM(SegmentationMethod):
         backbone: str = "sam_vit_h",
         img_size: int = 1024,
         checkpoint: str | None = None,
-        lora: LoRAConfig = ConvLoRAConfig(),
+        adapter: LoRAConfig | AdapterConfig | None = ConvLoRAConfig(),
         head: Literal["auto", "binary", "mask_classification"] = "auto",
         num_mask_tokens: int | None = None,
         binary_loss: Literal["structure", "balanced_bce"] = "structure",
@@ -89,16 +88,14 @@ class ConvLoRASAM(SegmentationMethod):
             raise ConfigError(f"binary_loss must be one of {sorted(BINARY_LOSSES)}, got {binary_loss!r}")
         self.binary = head == "binary"
         n = 1 if self.binary else (num_mask_tokens or 10)
-        lora = copy.deepcopy(lora)  # a private copy: the default instance is shared
-        self.backbone = create_backbone(backbone, img_size=img_size, checkpoint=checkpoint)
-        self.backbone.requires_grad_(False)
-        self.adapted_modules = inject_adapters(self.backbone.image_encoder, lora)
-        decoder, prompt_encoder = self.backbone.mask_decoder, self.backbone.prompt_encoder
-        del self.backbone.mask_decoder  # the head owns it now
-        self.head = MaskTokenHead(
-            decoder, prompt_encoder, n, None if self.binary else num_classes,
-            no_mem_embed=getattr(self.backbone, "no_mem_embed", None),
-        )
+
+        def mask_token_head(bb: nn.Module) -> nn.Module:
+            decoder, prompt_encoder, no_mem_embed = take_decoder(bb)
+            return MaskTokenHead(decoder, prompt_encoder, n, None if self.binary else num_classes, no_mem_embed=no_mem_embed)
+
+        # build_frozen copies the adapter: the default instance stays untouched
+        self.build_frozen(backbone, img_size=img_size, checkpoint=checkpoint,
+                          adapter=adapter if adapter is not None else ConvLoRAConfig(), head=mask_token_head)
         self.binary_loss = binary_loss
         self.weighted_bce = weighted_bce
         self.ignore_index = ignore_index
@@ -106,7 +103,6 @@ class ConvLoRASAM(SegmentationMethod):
             num_classes, class_weight=class_weight, mask_weight=mask_weight, dice_weight=dice_weight,
             no_object_weight=no_object_weight, num_points=num_points, ignore_index=ignore_index,
         )
-        self.img_size = img_size
         self.train()
 
     def forward(self, batch: dict[str, Any]) -> dict[str, Any]:
@@ -119,12 +115,6 @@ class ConvLoRASAM(SegmentationMethod):
         return add_balance_loss(self, out)
 
     def forward_features(self, batch: dict[str, Any]) -> list[torch.Tensor]:
-        size = tuple(next(iter(batch["modalities"].values())).shape[-2:])
-        if self.backbone.family == "sam" and size != (self.img_size, self.img_size):
-            raise ConfigError(
-                f"images are {size[0]}x{size[1]} but the SAM encoder was built for img_size={self.img_size}; "
-                "set the data's train_size/eval_size to the model's img_size"
-            )
         levels, _, present = self.encode(self.backbone, batch)
         return [self.mean_fusion(f, present) for f in levels]
 

@@ -24,14 +24,12 @@ rest of the batch.
 """
 from __future__ import annotations
 
-import copy
 from typing import Any, Literal, Sequence
 
 import torch
 from torch import nn
 
-from mmsam.adapters import LoRAConfig, inject_adapters
-from mmsam.backbones import create_backbone
+from mmsam.adapters import AdapterConfig, LoRAConfig
 from mmsam.errors import ConfigError
 from mmsam.heads import upsample_logits
 from mmsam.heads.sam_decoder import with_class_tokens
@@ -49,8 +47,9 @@ class MemorySAM(SegmentationMethod):
         backbone: a SAM 2 backbone; ``sam2_hiera_b+`` (SAM 2, not 2.1) in the paper (§2).
         img_size: input size (SAM 2's ``image_size``; inputs must have this size).
         checkpoint: official SAM 2 file (``sam2_hiera_base_plus.pt``…), or ``None`` (random weights).
-        lora: the shared adapter: a ``LoRAConfig`` or any LoRA-family config by ``class_path``
-            (e.g. Conv-LoRA). ``None``: rank 4 on q and v, scale 1, ``slice_width="in"`` (§2.2).
+        adapter: the encoder adapter: plain LoRA keys, or any registered adapter by ``class_path``
+            (e.g. Conv-LoRA; a modality-aware one gets one expert / stream per modality).
+            ``None``: LoRA shared by all modalities, rank 4 on q and v, scale 1, ``slice_width="in"`` (§2.2).
         train_memory: train memory attention and memory encoder (the paper / final code); ``False``
             freezes them (the March 2025 code, the ~57.6 R-D ablation of issue #3).
         object_score_gate: keep SAM 2's object-score gate, which replaces all K logits of a frame by
@@ -69,7 +68,7 @@ class MemorySAM(SegmentationMethod):
         backbone: str = "sam2_hiera_b+",
         img_size: int = 1024,
         checkpoint: str | None = None,
-        lora: LoRAConfig | None = None,
+        adapter: LoRAConfig | AdapterConfig | None = None,
         train_memory: bool = True,
         object_score_gate: bool = True,
         spmm: bool = True,
@@ -78,22 +77,16 @@ class MemorySAM(SegmentationMethod):
         spmm_form: Literal["code", "clean"] = "code",
     ) -> None:
         super().__init__(num_classes, modalities)
-        if not backbone.startswith("sam2"):
-            from mmsam.backbones import list_backbones
-
-            raise ConfigError(
-                f"MemorySAM needs a SAM 2 backbone (it runs SAM 2's memory modules), got {backbone!r}; "
-                f"choose one of {list_backbones('sam2*')}"
-            )
         # None rather than an instance default (see SamLoRA)
-        lora = copy.deepcopy(lora) if lora is not None else LoRAConfig(r=4, parts=["q", "v"], slice_width="in")
-        self.backbone = create_backbone(backbone, img_size=img_size, checkpoint=checkpoint, with_memory=True)
-        self.backbone.requires_grad_(False)
-        self.img_size = img_size
-        sam2 = self.backbone.sam2_model
-        self.adapted_modules = inject_adapters(self.backbone.image_encoder, lora)
+        adapter = adapter if adapter is not None else LoRAConfig(r=4, parts=["q", "v"], slice_width="in")
         # K + 1 tokens: SAM 2's multimask output drops token 0 and keeps the K class maps (§2.5)
-        self.decoder = with_class_tokens(sam2.sam_mask_decoder, num_classes + 1, reset_iou_head=True)
+        self.build_frozen(
+            backbone, img_size=img_size, checkpoint=checkpoint, adapter=adapter, family="sam2",
+            family_why="it runs SAM 2's memory modules", with_memory=True, exact_input_size=True,
+            head=lambda bb: with_class_tokens(bb.sam2_model.sam_mask_decoder, num_classes + 1, reset_iou_head=True),
+            head_attr="decoder",
+        )
+        sam2 = self.backbone.sam2_model
         if sam2.memory_attention is None or sam2.memory_encoder is None:
             raise ConfigError(f"backbone {backbone!r} has no memory modules")
         for p in sam2._parameters.values():  # the loose SAM 2 tensors: no_mem_embed, maskmem_tpos_enc, no_obj_ptr…
@@ -123,20 +116,10 @@ class MemorySAM(SegmentationMethod):
     def sam2(self) -> nn.Module:
         return self.backbone.sam2_model
 
-    def check_input_size(self, batch: dict[str, Any]) -> None:
-        """SAM 2's heads are built for ``image_size`` (prompt grid, memory mask size)."""
-        size = tuple(next(iter(batch["modalities"].values())).shape[-2:])
-        if size != (self.img_size, self.img_size):
-            raise ConfigError(
-                f"images are {size[0]}x{size[1]} but MemorySAM was built for img_size={self.img_size}; "
-                "set the data's train_size/eval_size (or the task's eval_window) to the model's img_size"
-            )
-
     # ---- forward -----------------------------------------------------------------------
     def forward_features(self, batch: dict[str, Any]) -> dict[str, Any]:
         """Encoder levels per modality ``(M, B, C, h, w)``: stride 4 / 8 through ``conv_s0`` /
         ``conv_s1`` (as ``SAM2Base.forward_image``), raw stride 16; and the SPMM loss in training."""
-        self.check_input_size(batch)
         levels, names, present = self.encode(self.backbone, batch)
         m, b = present.shape
         s0 = self.decoder.conv_s0(levels[0].flatten(0, 1)).unflatten(0, (m, b))

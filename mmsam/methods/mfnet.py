@@ -10,16 +10,12 @@ SAM's prompt encoder and mask decoder are not used and are dropped.
 """
 from __future__ import annotations
 
-import copy
-import dataclasses
 from typing import Any, Literal, Sequence
 
 import torch
 from torch import nn
 
-from mmsam.adapters import AdapterConfig, LoRAConfig, MMAdapterConfig, MMLoRAConfig, inject_adapters, modality_layout, stream_presence
-from mmsam.backbones import create_backbone
-from mmsam.errors import ConfigError
+from mmsam.adapters import AdapterConfig, LoRAConfig, MMAdapterConfig
 from mmsam.fusion import DeepFusionModule
 from mmsam.heads import UNetFormerDecoder
 from mmsam.methods.base import SegmentationMethod
@@ -37,9 +33,9 @@ class MFNet(SegmentationMethod):
         img_size: encoder input size (256, the paper's tile).
         checkpoint: official SAM file, or ``None`` (random weights).
         adapter: ``MMAdapterConfig`` (default) or ``MMLoRAConfig``, by ``class_path``; its
-            ``streams`` are set to ``modalities``. A LoRA-family config (one adapter shared by
-            all streams) also works, and in Python any ``AdapterConfig`` (a ``MoELoRAConfig``
-            gets its ``experts`` set): Table IV's baselines.
+            ``streams`` are set to ``modalities``. Any other registered adapter works too: a shared
+            one (plain LoRA, Conv-LoRA; one set for all streams) or MoE-LoRA (one expert per
+            stream, no exchange): Table IV's baselines.
         dfm: ``False`` is the "without DFM" ablation: the decoder (no skips) reads the sum of the
             present streams' stride-16 maps.
         dfm_norm: norm of the pyramid's 1/4 branch: ``"asymmetric"`` (official code: LayerNorm for
@@ -55,7 +51,7 @@ class MFNet(SegmentationMethod):
         backbone: str = "sam_vit_b",
         img_size: int = 256,
         checkpoint: str | None = None,
-        adapter: MMAdapterConfig | MMLoRAConfig | LoRAConfig | None = None,
+        adapter: LoRAConfig | AdapterConfig | None = None,
         dfm: bool = True,
         dfm_norm: Literal["asymmetric", "layer", "batch"] = "asymmetric",
         decode_channels: int = 64,
@@ -64,43 +60,25 @@ class MFNet(SegmentationMethod):
         dropout: float = 0.1,
     ) -> None:
         super().__init__(num_classes, modalities)
-        adapter = copy.deepcopy(adapter) if adapter is not None else MMAdapterConfig()
-        adapter = self._with_streams(adapter)
-        self.backbone = create_backbone(backbone, img_size=img_size, checkpoint=checkpoint)
-        if getattr(self.backbone, "family", None) != "sam":
-            raise ConfigError(f"MFNet needs a SAM ViT backbone (sam_vit_b / sam_vit_l / sam_vit_h), got {backbone!r}")
-        self.backbone.requires_grad_(False)
-        # unused by MFNet: Table VI's "+6.22 M" counts them, this model does not hold them (docs/methods/mfnet.md)
-        del self.backbone.prompt_encoder, self.backbone.mask_decoder
-        self.adapted_modules = inject_adapters(self.backbone.image_encoder, adapter)
-        self.adapter_config = adapter
-        self.img_size = img_size
-        channels = self.backbone.embed_dim
-        self.dfm = DeepFusionModule(self.modalities, channels, norm=dfm_norm) if dfm else None
-        self.decoder = UNetFormerDecoder(
-            num_classes, (channels,) * 4, decode_channels=decode_channels, window_size=window_size,
-            num_heads=num_heads, dropout=dropout, skips=dfm,
+
+        def fusion_and_decoder(bb: nn.Module) -> nn.Module:
+            # unused by MFNet: Table VI's "+6.22 M" counts them, this model does not hold them (docs/methods/mfnet.md)
+            del bb.prompt_encoder, bb.mask_decoder
+            channels = bb.embed_dim
+            self.dfm = DeepFusionModule(self.modalities, channels, norm=dfm_norm) if dfm else None
+            return UNetFormerDecoder(
+                num_classes, (channels,) * 4, decode_channels=decode_channels, window_size=window_size,
+                num_heads=num_heads, dropout=dropout, skips=dfm,
+            )
+
+        self.build_frozen(
+            backbone, img_size=img_size, checkpoint=checkpoint, adapter=adapter if adapter is not None else MMAdapterConfig(),
+            family="sam", head=fusion_and_decoder, head_attr="decoder",
         )
         self.train()  # official builders return eval-mode modules
 
-    def _with_streams(self, adapter: AdapterConfig) -> AdapterConfig:
-        """The adapter config with one stream (or expert) per modality of this model."""
-        names = list(self.modalities)
-        for key in ("streams", "experts"):
-            if key in {f.name for f in dataclasses.fields(adapter)}:
-                given = getattr(adapter, key)
-                if given and set(given) != set(names):
-                    raise ConfigError(f"adapter {key} {given} differ from the model's modalities {names}; leave them empty")
-                return dataclasses.replace(adapter, **{key: names})
-        return adapter  # a shared adapter (e.g. plain LoRA): one set for all streams
-
     def forward_features(self, batch: dict[str, Any]) -> dict[str, Any]:
-        self.check_input_size(batch)
-        x, names, present = self.stack_modalities(batch)
-        with modality_layout(names), stream_presence(present):
-            (emb,) = self.backbone(x)
-        m = len(names)
-        levels = emb.reshape(m, emb.shape[0] // m, *emb.shape[1:])
+        (levels,), names, present = self.encode(self.backbone, batch)
         if self.dfm is not None:
             return {"levels": self.dfm(levels, names, present)}
         # without DFM: F_x + F_y, the sum over the streams present in each sample

@@ -15,11 +15,11 @@ from typing import Any, Literal, Sequence
 import torch
 from torch import nn
 
-from mmsam.adapters import LoRAConfig, MoELoRAConfig
+from mmsam.adapters import AdapterConfig, LoRAConfig, MoELoRAConfig
 from mmsam.errors import ConfigError
 from mmsam.fusion import ModalityRouter
 from mmsam.heads import MultiScaleAuxHead, upsample_logits
-from mmsam.methods.base import SegmentationMethod
+from mmsam.methods.base import SegmentationMethod, sam_decoder_head
 from mmsam.methods.registry import register_method
 
 
@@ -32,10 +32,11 @@ class MLESAM(SegmentationMethod):
         backbone: ``sam2_hiera_b+`` in the paper's recipe; any registered backbone works.
         img_size: encoder input size.
         checkpoint: official SAM / SAM 2 file, or ``None`` (random weights).
-        lora: each modality expert's adapter config (LoRA of rank 32 on q and v per the spec;
-            any LoRA-family config, e.g. Conv-LoRA, via ``class_path``); where it is injected
-            comes from its ``target_modules`` / ``exclude_modules`` / ``blocks``. ``None``: rank 32
-            on q and v.
+        adapter: the encoder adapter. A shared one (plain LoRA keys, or Conv-LoRA by ``class_path``)
+            becomes each modality's expert (MoE-LoRA; LoRA of rank 32 on q and v per the spec), where
+            it is injected coming from its ``target_modules`` / ``exclude_modules`` / ``blocks``; a
+            modality-aware one (MoE-LoRA, MMAdapter, MMLoRA by ``class_path``) is per-modality
+            already and is used as it is. ``None``: rank 32 on q and v.
         top_k: router keeps the k best present modalities per image (``None``: all present).
         router_gate: ``"sigmoid"`` (Eq. 8 as quoted) or ``"none"``.
         fusion: ``"both"`` (routed + mean, the paper's full model), ``"routed"`` or ``"mean"``
@@ -56,7 +57,7 @@ class MLESAM(SegmentationMethod):
         backbone: str = "sam2_hiera_b+",
         img_size: int = 1024,
         checkpoint: str | None = None,
-        lora: LoRAConfig | None = None,
+        adapter: LoRAConfig | AdapterConfig | None = None,
         top_k: int | None = None,
         router_gate: Literal["sigmoid", "none"] = "sigmoid",
         fusion: Literal["both", "routed", "mean"] = "both",
@@ -70,16 +71,16 @@ class MLESAM(SegmentationMethod):
         self.missing = missing
         if fusion not in ("both", "routed", "mean"):
             raise ConfigError(f"fusion must be 'both', 'routed' or 'mean', got {fusion!r}")
-        if lora is None:  # not an instance default: see SamLoRA
-            lora = LoRAConfig(r=32, parts=["q", "v"])
-        moe = MoELoRAConfig(
-            target_modules=lora.target_modules,
-            exclude_modules=lora.exclude_modules,
-            blocks=lora.blocks,
-            expert=copy.deepcopy(lora),
-            experts=list(self.modalities),
-        )
-        self.build_frozen_sam(backbone, img_size=img_size, checkpoint=checkpoint, adapter=moe)
+        if adapter is None:  # not an instance default: see SamLoRA
+            adapter = LoRAConfig(r=32, parts=["q", "v"])
+        if not adapter.modality_aware:  # one expert per modality (its experts: filled by build_frozen)
+            adapter = MoELoRAConfig(
+                target_modules=adapter.target_modules,
+                exclude_modules=adapter.exclude_modules,
+                blocks=adapter.blocks,
+                expert=copy.deepcopy(adapter),
+            )
+        self.build_frozen(backbone, img_size=img_size, checkpoint=checkpoint, adapter=adapter, head=sam_decoder_head(num_classes))
         levels = len(self.backbone.feature_strides)
         channels = self.backbone.embed_dim
         self.router = ModalityRouter(channels, levels, top_k=top_k, gate=router_gate) if fusion != "mean" else None
@@ -88,7 +89,6 @@ class MLESAM(SegmentationMethod):
         self.train()
 
     def forward_features(self, batch: dict[str, Any]) -> dict[str, Any]:
-        self.check_input_size(batch)
         if self.missing == "zero":
             batch = zero_fill_missing(batch, self.modalities)
         levels, names, present = self.encode(self.backbone, batch)

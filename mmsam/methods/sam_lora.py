@@ -8,21 +8,20 @@ the backbone's own mask decoder adapted to K classes.
 """
 from __future__ import annotations
 
-import copy
 from typing import Any, Sequence
 
 import torch
 from torch import nn
 
-from mmsam.adapters import LoRAConfig
+from mmsam.adapters import AdapterConfig, LoRAConfig
 from mmsam.heads import upsample_logits
-from mmsam.methods.base import SegmentationMethod
+from mmsam.methods.base import SegmentationMethod, sam_decoder_head
 from mmsam.methods.registry import register_method
 
 
 @register_method("sam_lora")
 class SamLoRA(SegmentationMethod):
-    """Frozen SAM + shared LoRA + mean fusion + K-class SAM decoder.
+    """Frozen SAM + shared LoRA (or any adapter) + mean fusion + K-class SAM decoder.
 
     Args:
         num_classes: K (given by the data module).
@@ -31,8 +30,9 @@ class SamLoRA(SegmentationMethod):
         img_size: encoder input size (a multiple of 16 for SAM, 32 for SAM 2).
         checkpoint: official checkpoint file (``sam_vit_b_01ec64.pth``, ``sam2.1_hiera_tiny.pt``…);
             ``None`` keeps random weights (tests, the demo).
-        lora: where and how the shared adapter is injected: a ``LoRAConfig`` or any LoRA-family
-            config (e.g. Conv-LoRA) given by ``class_path``. ``None``: rank 4 on q and v.
+        adapter: the encoder adapter: plain LoRA keys, or any registered adapter by ``class_path``
+            (Conv-LoRA, MoE-LoRA, MMAdapter, MMLoRA; a modality-aware one gets one expert / stream
+            per modality). ``None``: LoRA of rank 4 on q and v, shared by all modalities.
     """
 
     def __init__(
@@ -43,17 +43,16 @@ class SamLoRA(SegmentationMethod):
         backbone: str = "sam_vit_b",
         img_size: int = 1024,
         checkpoint: str | None = None,
-        lora: LoRAConfig | None = None,
+        adapter: LoRAConfig | AdapterConfig | None = None,
     ) -> None:
         super().__init__(num_classes, modalities)
         # None rather than an instance default: a class_path switching to another adapter type
         # must not silently inherit this method's LoRA values
-        lora = copy.deepcopy(lora) if lora is not None else LoRAConfig(r=4, parts=["q", "v"])
-        self.build_frozen_sam(backbone, img_size=img_size, checkpoint=checkpoint, adapter=lora)
+        adapter = adapter if adapter is not None else LoRAConfig(r=4, parts=["q", "v"])
+        self.build_frozen(backbone, img_size=img_size, checkpoint=checkpoint, adapter=adapter, head=sam_decoder_head(num_classes))
         self.train()  # official builders return eval-mode modules; LoRA dropout must follow the task's mode
 
     def forward_features(self, batch: dict[str, Any]) -> list[torch.Tensor]:
-        self.check_input_size(batch)
         levels, _, present = self.encode(self.backbone, batch)
         return [self.mean_fusion(f, present) for f in levels]
 

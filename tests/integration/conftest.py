@@ -32,7 +32,7 @@ def write_config(path: Path, root: Path, run_dir: Path, **overrides) -> Path:
         "model": {
             "method": {
                 "class_path": "mmsam.methods.SamLoRA",
-                "init_args": {"backbone": "sam_vit_tiny", "img_size": 64, "lora": {"r": 2, "parts": ["q", "v"]}},
+                "init_args": {"backbone": "sam_vit_tiny", "img_size": 64, "adapter": {"r": 2, "parts": ["q", "v"]}},
             },
             "loss": "ohem",
             "lr": 1e-3,

@@ -41,7 +41,7 @@ def test_fit_writes_checkpoints_and_prints_tables(tiny_root, make_config, tmp_pa
 
     # a checkpoint of another model is refused, naming the file and the keys
     capsys.readouterr()
-    code = main(["validate", "--config", str(cfg), "--model.method.init_args.lora.r", "3",
+    code = main(["validate", "--config", str(cfg), "--model.method.init_args.adapter.r", "3",
                  "--ckpt_path", str(tmp_path / "run/checkpoints/last.ckpt")])
     last = capsys.readouterr().err.strip().splitlines()[-1]
     assert code == 2 and last.startswith("mmsam: error:")
@@ -57,7 +57,7 @@ def test_info_prints_exact_parameter_counts(tiny_root, make_config, tmp_path, ca
 
     from mmsam.adapters import LoRAConfig
 
-    ref = SamLoRA(25, ["rgb", "depth", "event", "lidar"], backbone="sam_vit_tiny", img_size=64, lora=LoRAConfig(r=2, parts=["q", "v"]))
+    ref = SamLoRA(25, ["rgb", "depth", "event", "lidar"], backbone="sam_vit_tiny", img_size=64, adapter=LoRAConfig(r=2, parts=["q", "v"]))
     groups = {k: sum(p.numel() for p in v) for k, v in ref.param_groups().items()}
     assert counts["adapters"] == groups["adapters"] == 2 * 2 * (32 * 2 + 2 * 32)  # 2 blocks, q and v
     assert counts["heads"] == groups["heads"]
@@ -157,7 +157,7 @@ def test_bf16_mixed_precision_trains_on_cpu(tiny_root, make_config, tmp_path):
 def test_missing_modality_table_for_every_method(tiny_root, make_config, tmp_path, capsys, method):
     init = {"backbone": "sam2_hiera_micro", "img_size": 64}
     if method.endswith("MLESAM"):
-        init["lora"] = {"r": 2, "parts": ["q", "v"]}
+        init["adapter"] = {"r": 2, "parts": ["q", "v"]}
     cfg = make_config(tmp_path / "c.yaml", tiny_root, tmp_path / "run", trainer__max_steps=2,
                       model__method={"class_path": method, "init_args": init},
                       model__eval_modality_subsets="all", model__modality_dropout=0.3)

@@ -23,11 +23,11 @@ def test_fit_output_has_no_lightning_notices(tiny_root, make_config, tmp_path):
 @pytest.mark.parametrize(
     "extra,expected",
     [
-        (["--model.method.init_args.lora.rank", "8"], "did you mean 'r'?"),
+        (["--model.method.init_args.adapter.rank", "8"], "did you mean 'r'?"),
         (["--model.lrr", "0.1"], "did you mean 'lr'?"),
         (["--trainer.max_epochs", "abc"], "trainer.max_epochs: expected int, got 'abc'"),
-        (["--model.method.init_args.lora.r", "0"], "lora.r (the LoRA rank) must be an integer >= 1, got 0"),
-        (["--model.method.init_args.lora.r", "-2"], "must be an integer >= 1, got -2"),
+        (["--model.method.init_args.adapter.r", "0"], "LoRA r (the rank) must be an integer >= 1, got 0"),
+        (["--model.method.init_args.adapter.r", "-2"], "must be an integer >= 1, got -2"),
         (["--model.lr", "-1"], "lr must be > 0, got -1.0"),
         (["--model.lr", "0"], "lr must be > 0, got 0.0"),
         (["--model.weight_decay", "-0.1"], "weight_decay must be >= 0, got -0.1"),
@@ -44,11 +44,11 @@ def test_config_errors_are_one_line(tiny_root, make_config, tmp_path, extra, exp
 
 
 def test_unknown_yaml_key_at_depth_is_named_with_a_suggestion(tiny_root, make_config, tmp_path):
-    cfg = make_config(tmp_path / "c.yaml", tiny_root, tmp_path / "run", model__method__init_args__lora={"rank": 4})
+    cfg = make_config(tmp_path / "c.yaml", tiny_root, tmp_path / "run", model__method__init_args__adapter={"rank": 4})
     res = subprocess.run([sys.executable, "-m", "mmsam.cli", "fit", "--config", str(cfg)], capture_output=True, text=True)
     err = res.stderr.strip().splitlines()
     assert res.returncode == 2 and len(err) <= 2, res.stderr[-2000:]
-    assert "lora.rank" in err[-1] and "did you mean 'r'?" in err[-1]
+    assert "adapter.rank" in err[-1] and "did you mean 'r'?" in err[-1]
 
 
 def test_integer_limit_batches_means_batches(tiny_root, make_config, tmp_path):

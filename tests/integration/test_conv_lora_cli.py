@@ -49,7 +49,7 @@ def binary_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def test_fit_conv_lora_sam_on_a_binary_folder_set(binary_root, make_config, tmp_path, capsys):
     method = {"class_path": "mmsam.methods.ConvLoRASAM",
-              "init_args": {"backbone": "sam_vit_tiny", "img_size": 64, "lora": CONV_LORA}}
+              "init_args": {"backbone": "sam_vit_tiny", "img_size": 64, "adapter": CONV_LORA}}
     cfg = make_config(
         tmp_path / "c.yaml", binary_root, tmp_path / "run",
         model__method=method, model__loss="ce", model__eval_modality_subsets=None,
@@ -68,7 +68,7 @@ def test_fit_conv_lora_sam_on_a_binary_folder_set(binary_root, make_config, tmp_
 def test_conv_lora_composes_with_methods_by_config_alone(method, tiny_root, make_config, tmp_path, capsys):
     # MemorySAM runs SAM 2's memory modules: it needs a SAM 2 backbone
     backbone = "sam2_hiera_micro" if method == "MemorySAM" else "sam_vit_tiny"
-    init = {"backbone": backbone, "img_size": 64, "lora": CONV_LORA}
+    init = {"backbone": backbone, "img_size": 64, "adapter": CONV_LORA}
     cfg = make_config(tmp_path / "c.yaml", tiny_root, tmp_path / "run",
                       model__method={"class_path": f"mmsam.methods.{method}", "init_args": init})
     assert main(["info", "--config", str(cfg)]) == 0
@@ -125,6 +125,6 @@ def test_every_binary_recipe_is_the_official_one():
         cfg = yaml.safe_load((RECIPES / name).read_text())
         init = cfg["model"]["method"]["init_args"]
         assert (cfg["model"]["lr"], cfg["trainer"]["max_epochs"], init["binary_loss"]) == (lr, epochs, loss), name
-        lora = init["lora"]["init_args"]
+        lora = init["adapter"]["init_args"]
         assert ConvLoRAConfig(**lora) == ConvLoRAConfig(), name  # rank 3, alpha 32, 8 experts, top-1, ...
         assert init["backbone"] == "sam_vit_h" and cfg["trainer"]["accumulate_grad_batches"] * cfg["data"]["batch_size"] == 4

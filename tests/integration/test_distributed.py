@@ -16,13 +16,13 @@ from mmsam.data.synthetic import generate_deliver
 
 LORA = {"r": 2, "parts": ["q", "v"]}
 METHODS = {
-    "sam_lora": ({"class_path": "mmsam.methods.SamLoRA", "init_args": {"backbone": "sam_vit_tiny", "img_size": 64, "lora": LORA}}, "ohem"),
-    "mlesam": ({"class_path": "mmsam.methods.MLESAM", "init_args": {"backbone": "sam2_hiera_micro", "img_size": 64, "lora": LORA}}, "ohem"),
-    "memorysam": ({"class_path": "mmsam.methods.MemorySAM", "init_args": {"backbone": "sam2_hiera_micro", "img_size": 64, "lora": LORA}}, "ohem"),
+    "sam_lora": ({"class_path": "mmsam.methods.SamLoRA", "init_args": {"backbone": "sam_vit_tiny", "img_size": 64, "adapter": LORA}}, "ohem"),
+    "mlesam": ({"class_path": "mmsam.methods.MLESAM", "init_args": {"backbone": "sam2_hiera_micro", "img_size": 64, "adapter": LORA}}, "ohem"),
+    "memorysam": ({"class_path": "mmsam.methods.MemorySAM", "init_args": {"backbone": "sam2_hiera_micro", "img_size": 64, "adapter": LORA}}, "ohem"),
     "mfnet": ({"class_path": "mmsam.methods.MFNet", "init_args": {"backbone": "sam_vit_tiny", "img_size": 64,
                                                                   "adapter": {"class_path": "mmsam.adapters.MMLoRAConfig"}}}, "ce"),
     "convlora": ({"class_path": "mmsam.methods.ConvLoRASAM", "init_args": {"backbone": "sam_vit_tiny", "img_size": 64,
-                  "lora": {"class_path": "mmsam.adapters.ConvLoRAConfig", "init_args": {"r": 2, "parts": None, "num_experts": 2}}}}, "none"),
+                  "adapter": {"class_path": "mmsam.adapters.ConvLoRAConfig", "init_args": {"r": 2, "parts": None, "num_experts": 2}}}}, "none"),
 }
 
 

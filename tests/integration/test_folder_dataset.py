@@ -73,13 +73,13 @@ def _config(path: Path, root: Path, run: Path, method: dict, **model) -> Path:
 
 LORA = {"r": 2, "parts": ["q", "v"]}
 METHODS = {
-    "sam_lora": {"class_path": "mmsam.methods.SamLoRA", "init_args": {"backbone": "sam_vit_tiny", "img_size": SIZE, "lora": LORA}},
-    "mlesam": {"class_path": "mmsam.methods.MLESAM", "init_args": {"backbone": "sam2_hiera_micro", "img_size": SIZE, "lora": LORA}},
-    "memorysam": {"class_path": "mmsam.methods.MemorySAM", "init_args": {"backbone": "sam2_hiera_micro", "img_size": SIZE, "lora": LORA}},
+    "sam_lora": {"class_path": "mmsam.methods.SamLoRA", "init_args": {"backbone": "sam_vit_tiny", "img_size": SIZE, "adapter": LORA}},
+    "mlesam": {"class_path": "mmsam.methods.MLESAM", "init_args": {"backbone": "sam2_hiera_micro", "img_size": SIZE, "adapter": LORA}},
+    "memorysam": {"class_path": "mmsam.methods.MemorySAM", "init_args": {"backbone": "sam2_hiera_micro", "img_size": SIZE, "adapter": LORA}},
     "mfnet": {"class_path": "mmsam.methods.MFNet", "init_args": {"backbone": "sam_vit_tiny", "img_size": SIZE,
                                                                  "adapter": {"class_path": "mmsam.adapters.MMLoRAConfig"}}},
     "convlora": {"class_path": "mmsam.methods.ConvLoRASAM", "init_args": {"backbone": "sam_vit_tiny", "img_size": SIZE,
-                 "lora": {"class_path": "mmsam.adapters.ConvLoRAConfig", "init_args": {"r": 2, "parts": None, "num_experts": 2}}}},
+                 "adapter": {"class_path": "mmsam.adapters.ConvLoRAConfig", "init_args": {"r": 2, "parts": None, "num_experts": 2}}}},
 }
 
 

@@ -175,7 +175,7 @@ def test_convlora_autogluon_checkpoint_imports_to_the_official_logits(tmp_path: 
     del ours
 
     init = {k: v for k, v in json.loads(meta["init_args"]).items() if k not in ("num_classes", "modalities")}
-    init["lora"] = {"class_path": "mmsam.adapters.ConvLoRAConfig", "init_args": json.loads(meta["lora"])}
+    init["adapter"] = {"class_path": "mmsam.adapters.ConvLoRAConfig", "init_args": json.loads(meta["lora"])}
     cfg = _folder_config(tmp_path / "c.yaml", {"class_path": "mmsam.methods.ConvLoRASAM", "init_args": init},
                          pm.NUM_CLASSES, ["rgb"])
     assert main(["import", "--from", "convlora", str(ckpt), "--config", str(cfg), "--output", str(tmp_path / "model")]) == 0

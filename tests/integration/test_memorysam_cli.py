@@ -18,7 +18,7 @@ def _counts(text: str) -> dict[str, int]:
 def test_fit_memorysam_with_every_modality_subset(tiny_root, make_config, tmp_path, capsys):
     method = {"class_path": "mmsam.methods.MemorySAM",
               "init_args": {"backbone": "sam2_hiera_micro", "img_size": 64,
-                            "lora": {"r": 2, "parts": ["q", "v"], "slice_width": "in"}}}
+                            "adapter": {"r": 2, "parts": ["q", "v"], "slice_width": "in"}}}
     cfg = make_config(tmp_path / "c.yaml", tiny_root, tmp_path / "run",
                       model__method=method, model__eval_modality_subsets="all")
     assert main(["fit", "--config", str(cfg)]) == 0

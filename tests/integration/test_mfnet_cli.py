@@ -1,6 +1,7 @@
 """MFNet through the command line: a fit with the tiny SAM, the recipes, Table VI's exact counts."""
 from __future__ import annotations
 
+import dataclasses
 import re
 from pathlib import Path
 
@@ -8,7 +9,7 @@ import pytest
 import torch
 import yaml
 
-from mmsam.adapters import MMAdapterConfig, MMLoRAConfig
+from mmsam.adapters import MMAdapterConfig, MMLoRAConfig, target_module_names
 from mmsam.backbones import create_backbone
 from mmsam.cli import main
 
@@ -53,6 +54,7 @@ def test_fit_mfnet_with_the_tiny_sam(adapter, tiny_root, make_config, tmp_path, 
 
 
 def test_recipes_are_the_papers():
+    vit = create_backbone("sam_vit_tiny", img_size=64).image_encoder
     for ds in DATASETS:
         for ad, cls in ADAPTERS.items():
             for v in "blh":
@@ -61,7 +63,11 @@ def test_recipes_are_the_papers():
                 init = cfg["model"]["method"]["init_args"]
                 assert init["backbone"] == f"sam_vit_{v}" and init["img_size"] == 256, path
                 assert init["adapter"]["class_path"] == f"mmsam.adapters.{cls.__name__}", path
-                assert cls(**init["adapter"]["init_args"]) == cls(), path  # the official hyper-parameters
+                recipe = cls(**init["adapter"]["init_args"])
+                # the official hyper-parameters; MMLoRA's default targets also name Hiera's MLP Linears,
+                # the recipes SAM ViT's only: the same modules of a SAM ViT encoder
+                assert dataclasses.replace(recipe, target_modules=cls().target_modules) == cls(), path
+                assert target_module_names(vit, recipe, (torch.nn.Module,)) == target_module_names(vit, cls(), (torch.nn.Module,)), path
                 assert init["dfm"] is True and init["decode_channels"] == 64, path
                 m, d = cfg["model"], cfg["data"]
                 assert (m["optimizer"], m["lr"], m["momentum"], m["weight_decay"]) == ("sgd", 0.01, 0.9, 5e-4), path

@@ -33,7 +33,7 @@ def _poisoned(batch: dict) -> dict:
 
 def _mlesam(**kw) -> MLESAM:
     torch.manual_seed(0)
-    return MLESAM(4, MODS, backbone="sam2_hiera_micro", img_size=64, lora=LoRAConfig(r=2, parts=["q", "v"]), **kw)
+    return MLESAM(4, MODS, backbone="sam2_hiera_micro", img_size=64, adapter=LoRAConfig(r=2, parts=["q", "v"]), **kw)
 
 
 @pytest.mark.parametrize("missing", ["drop", "zero"])

@@ -124,7 +124,7 @@ def _batch(k: int, b: int = 2, size: int = 64) -> dict:
 @pytest.mark.parametrize("backbone", ["sam_vit_tiny", "sam2_hiera_micro"])
 def test_binary_method(backbone):
     torch.manual_seed(0)
-    m = ConvLoRASAM(2, ["rgb", "depth"], backbone=backbone, img_size=64, lora=ConvLoRAConfig(**SMALL))
+    m = ConvLoRASAM(2, ["rgb", "depth"], backbone=backbone, img_size=64, adapter=ConvLoRAConfig(**SMALL))
     assert m.binary and m.head.num_tokens == 1 and m.head.class_head is None
     out = m(_batch(2))
     assert out["logits"].shape == (2, 2, 64, 64) and torch.all(out["logits"][:, 0] == 0)
@@ -139,7 +139,7 @@ def test_binary_method(backbone):
     with torch.no_grad():
         ev = m(_batch(2))
     assert set(ev) == {"logits"}
-    shadow = ConvLoRASAM(2, ["rgb", "depth"], backbone=backbone, img_size=64, lora=ConvLoRAConfig(**SMALL), binary_loss="balanced_bce")
+    shadow = ConvLoRASAM(2, ["rgb", "depth"], backbone=backbone, img_size=64, adapter=ConvLoRAConfig(**SMALL), binary_loss="balanced_bce")
     assert "balanced_bce" in shadow(_batch(2))["losses"]
 
 
@@ -147,7 +147,7 @@ def test_binary_method(backbone):
 def test_mask_classification_method(backbone):
     torch.manual_seed(0)
     m = create_method("conv_lora_sam", num_classes=4, modalities=["rgb", "depth"], backbone=backbone, img_size=64,
-                      lora=ConvLoRAConfig(**SMALL), num_mask_tokens=6, num_points=256)
+                      adapter=ConvLoRAConfig(**SMALL), num_mask_tokens=6, num_points=256)
     assert not m.binary and m.head.num_tokens == 6
     out = m(_batch(4))
     assert out["logits"].shape == (2, 4, 64, 64)
@@ -157,7 +157,7 @@ def test_mask_classification_method(backbone):
 
 
 def test_method_with_plain_lora_and_errors():
-    m = ConvLoRASAM(2, ["rgb"], backbone="sam_vit_tiny", img_size=64, lora=LoRAConfig(r=3, alpha=32))
+    m = ConvLoRASAM(2, ["rgb"], backbone="sam_vit_tiny", img_size=64, adapter=LoRAConfig(r=3, alpha=32))
     assert set(m(_batch(2) | {"modalities": {"rgb": torch.randn(2, 3, 64, 64)}, "present": {}})["losses"]) == {"structure"}
     with pytest.raises(ConfigError, match="num_classes=2"):
         ConvLoRASAM(3, ["rgb"], backbone="sam_vit_tiny", img_size=64, head="binary")

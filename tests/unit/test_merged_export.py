@@ -30,7 +30,7 @@ def test_merged_checkpoint_equals_the_adapted_encoder(backbone: str, suffix: str
         torch.save(create_backbone(backbone, img_size=64).state_dict(), base)
     else:
         torch.save({"model": create_backbone(backbone, img_size=64, with_memory=True).sam2_model.state_dict()}, base)
-    method = SamLoRA(3, ["rgb"], backbone=backbone, img_size=64, checkpoint=str(base), lora=LoRAConfig(r=2, parts=["q", "v"])).eval()
+    method = SamLoRA(3, ["rgb"], backbone=backbone, img_size=64, checkpoint=str(base), adapter=LoRAConfig(r=2, parts=["q", "v"])).eval()
     _randomise_lora(method)
     out = write_merged(method, base, tmp_path / f"merged{suffix}")
     merged = create_backbone(backbone, img_size=64, checkpoint=str(out)).eval()  # official modules, strict load
@@ -50,7 +50,7 @@ def test_official_builder_loads_the_merged_vit_b(tmp_path: Path) -> None:
     torch.manual_seed(0)
     base = tmp_path / "sam_vit_b_random.pth"
     torch.save(create_backbone("sam_vit_b", img_size=1024).state_dict(), base)
-    method = SamLoRA(3, ["rgb"], backbone="sam_vit_b", img_size=256, checkpoint=str(base), lora=LoRAConfig(r=4, parts=["q", "v"]))
+    method = SamLoRA(3, ["rgb"], backbone="sam_vit_b", img_size=256, checkpoint=str(base), adapter=LoRAConfig(r=4, parts=["q", "v"]))
     _randomise_lora(method)
     out = write_merged(method, base, tmp_path / "merged.pth")
     sam = sam_model_registry["vit_b"](checkpoint=str(out))  # unchanged official builder, strict load
@@ -63,7 +63,7 @@ def test_unmergeable_adapters_are_refused(tmp_path: Path) -> None:
     torch.manual_seed(0)
     base = tmp_path / "base.pt"
     torch.save({"model": create_backbone("sam2_hiera_micro", img_size=64, with_memory=True).sam2_model.state_dict()}, base)
-    moe = MLESAM(3, ["rgb", "depth"], backbone="sam2_hiera_micro", img_size=64, checkpoint=str(base), lora=LoRAConfig(r=2, parts=["q", "v"]))
+    moe = MLESAM(3, ["rgb", "depth"], backbone="sam2_hiera_micro", img_size=64, checkpoint=str(base), adapter=LoRAConfig(r=2, parts=["q", "v"]))
     with pytest.raises(ConfigError, match="MoELoRALinear cannot be merged"):
         write_merged(moe, base, tmp_path / "m.pt")
     assert not (tmp_path / "m.pt").exists()

@@ -48,7 +48,7 @@ def test_router_top_k_keeps_k_per_image():
 @pytest.mark.parametrize("backbone,levels", [("sam2_hiera_micro", 3), ("sam_vit_tiny", 1)])
 def test_mlesam_shapes_groups_and_gradients(backbone, levels):
     torch.manual_seed(0)
-    m = MLESAM(5, MODS, backbone=backbone, img_size=64, lora=LoRAConfig(r=4, parts=["q", "v"]))
+    m = MLESAM(5, MODS, backbone=backbone, img_size=64, adapter=LoRAConfig(r=4, parts=["q", "v"]))
     out = m(_batch())
     assert out["logits"].shape == (2, 5, 64, 64) and out["aux"]["multiscale"].shape == (2, 5, 64, 64)
     assert set(out["router_weights"]) == set(MODS) and out["router_weights"]["rgb"].shape == (levels, 2)
@@ -67,7 +67,7 @@ def test_mlesam_shapes_groups_and_gradients(backbone, levels):
 
 def test_mlesam_missing_modalities():
     torch.manual_seed(0)
-    m = MLESAM(5, MODS, backbone="sam2_hiera_micro", img_size=64, lora=LoRAConfig(r=2, parts=["q", "v"])).eval()
+    m = MLESAM(5, MODS, backbone="sam2_hiera_micro", img_size=64, adapter=LoRAConfig(r=2, parts=["q", "v"])).eval()
     batch = _batch()
     batch["present"]["lidar"] = torch.tensor([True, False])
     with torch.no_grad():

@@ -18,7 +18,6 @@ from mmsam.adapters import (
     inject_adapters,
     merge_adapters,
     modality_layout,
-    stream_presence,
 )
 from mmsam.backbones import create_backbone
 
@@ -39,7 +38,7 @@ def _encoder(config, seed: int = 0) -> nn.Module:
 
 
 def _run(enc: nn.Module, x: torch.Tensor, y: torch.Tensor, names=STREAMS, present=None) -> torch.Tensor:
-    with modality_layout(names), stream_presence(present):
+    with modality_layout(names, present):
         return enc(torch.cat([x, y], 0) if y is not None else x)
 
 
@@ -235,7 +234,7 @@ def test_config_and_layer_errors():
         merge_adapters(enc)
     with pytest.raises(RuntimeError, match="modality_layout"):
         enc(torch.randn(2, 3, 64, 64))
-    with pytest.raises(RuntimeError, match="no stream"):
+    with pytest.raises(RuntimeError, match="no MMLoRA stream for modalities"):
         _run(enc, torch.randn(1, 3, 64, 64), torch.randn(1, 3, 64, 64), names=["rgb", "thermal"])
     with pytest.raises(ValueError, match="Linear"):
         MMAdapterLayer(nn.Identity(), MMAdapterConfig(streams=STREAMS))

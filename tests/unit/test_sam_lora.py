@@ -62,7 +62,7 @@ def test_errors_are_clear():
     with pytest.raises(ConfigError, match="unknown backbone"):
         SamLoRA(5, ["rgb"], backbone="sam_vit_q", img_size=128)
     with pytest.raises(ConfigError, match="matches no"):
-        SamLoRA(5, ["rgb"], backbone="sam_vit_tiny", img_size=128, lora=LoRAConfig(target_modules=["attn.qkvx"]))
+        SamLoRA(5, ["rgb"], backbone="sam_vit_tiny", img_size=128, adapter=LoRAConfig(target_modules=["attn.qkvx"]))
     m = SamLoRA(5, ["rgb"], backbone="sam_vit_tiny", img_size=128)
     with pytest.raises(ConfigError, match="96x96.*img_size=128"):
         m(_batch(size=96, mods=["rgb"]))
@@ -91,7 +91,7 @@ def test_conv_lora_balance_loss_reaches_every_method(method):
     from mmsam.adapters import ConvLoRAConfig
 
     m = create_method(method, num_classes=5, modalities=["rgb", "depth"], backbone="sam_vit_tiny", img_size=128,
-                      lora=ConvLoRAConfig(r=2, target_modules=["attn.qkv"]))
+                      adapter=ConvLoRAConfig(r=2, target_modules=["attn.qkv"]))
     out = m(_batch(mods=["rgb", "depth"]))
     assert out["losses"]["balance"].ndim == 0 and torch.isfinite(out["losses"]["balance"])
     gate = [p for n, p in m.named_parameters() if "gate" in n and p.requires_grad]
