@@ -4,11 +4,12 @@ from __future__ import annotations
 from typing import Any, Callable, Literal, Sequence
 
 import lightning.pytorch as pl
+from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 import torch
 from lightning.pytorch.utilities import rank_zero_only
 from torch import nn
 
-from mmsam.engine.schedule import multistep, warmup_poly
+from mmsam.engine.schedule import WarmupPoly, scheduler_interval
 from mmsam.engine.sliding_window import check_window, sliding_window_logits
 from mmsam.errors import CheckpointError, ConfigError
 from mmsam.losses import build_loss
@@ -31,25 +32,20 @@ class SegmentationTask(pl.LightningModule):
         loss: ``"ohem"`` (OHEM cross-entropy, thresh ``ohem_thresh``; the papers' loss), ``"ce"``, or
             ``"none"`` when the method returns its whole loss under ``out["losses"]`` (Conv-LoRA SAM).
         aux_weight: weight of auxiliary-head losses a method returns under ``"aux"``.
-        optimizer: ``"adamw"`` (MemorySAM / CMNeXt recipe) or ``"sgd"`` with ``momentum`` (MFNet:
-            lr 0.01, momentum 0.9, weight_decay 5e-4); one group per ``param_groups()`` entry.
-        lr: learning rate.
-        weight_decay: the optimiser's weight decay.
-        momentum: SGD momentum (unused by AdamW).
-        lr_schedule: ``"warmup_poly"`` (warm-up then poly decay, stepped per iteration) or
-            ``"multistep"`` (lr × ``gamma`` at each of ``milestones``, stepped per epoch).
-        warmup_epochs, warmup_ratio, poly_power: ``warmup_poly``: linear warm-up from
-            ``warmup_ratio·lr`` over ``warmup_epochs``, then poly decay (MemorySAM / CMNeXt recipe).
-        poly_extra_epochs: ``warmup_poly``: the poly decay runs over ``max_epochs + poly_extra_epochs``
-            epochs of iterations, so the lr does not reach 0 at the end. MemorySAM's official
-            ``train_sam2_lora.py`` (line 160) decays over ``(epochs + 1) × iterations``: its recipes set 1.
+        optimizer: any torch optimiser, in YAML ``class_path`` + ``init_args`` (Lightning's
+            ``OptimizerCallable``), called with one group per ``param_groups()`` entry. Default: AdamW,
+            lr 6e-4, weight decay 0.01 (MemorySAM / CMNeXt recipe). MFNet: ``torch.optim.SGD`` with
+            lr 0.01, momentum 0.9, weight_decay 5e-4.
+        lr_scheduler: any torch LR scheduler (Lightning's ``LRSchedulerCallable``). Default:
+            :class:`~mmsam.engine.schedule.WarmupPoly` (warm-up then poly decay, stepped per
+            iteration; its length comes from the trainer). MFNet: ``torch.optim.lr_scheduler.MultiStepLR``
+            with ``milestones`` counting completed epochs: ``[24, 34, 44]`` with lr 0.01 gives 1e-2 for
+            epochs 1–24, 1e-3 for 25–34, 1e-4 for 35–44, 1e-5 after, MFNet's effective schedule (its
+            code steps ``[25, 35, 45]`` at the start of each epoch, one epoch earlier; mfnet.md §3).
+        lr_interval: ``"step"`` or ``"epoch"``: when the scheduler steps. Default: the scheduler's
+            own ``interval`` attribute (``WarmupPoly``: per step), else per epoch.
         no_weight_decay_1d: no weight decay on 1-D parameters (biases, norm scales, λ and fusion
             weights), as the official MemorySAM and AutoGluon Conv-LoRA optimisers do.
-        milestones: ``multistep``: numbers of completed epochs after which the lr drops, as in
-            ``torch.optim.lr_scheduler.MultiStepLR``. ``[24, 34, 44]`` with lr 0.01 gives 1e-2 for
-            epochs 1–24, 1e-3 for 25–34, 1e-4 for 35–44, 1e-5 after: MFNet's effective schedule
-            (its code steps ``[25, 35, 45]`` at the start of each epoch, one epoch earlier; mfnet.md §3).
-        gamma: ``multistep``: lr factor at each milestone.
         absent_classes: ``"zero"`` (reference protocol) or ``"skip"``; see ``SegmentationMetrics``.
         eval_classes: class names averaged in mIoU / mF1 / mAcc (default all); OA stays over all
             classes. ISPRS protocol: the five classes without ``clutter`` (``mfnet.md`` §4). The
@@ -97,18 +93,10 @@ class SegmentationTask(pl.LightningModule):
         loss: Literal["ohem", "ce", "none"] = "ohem",
         ohem_thresh: float = 0.7,
         aux_weight: float = 0.4,
-        optimizer: Literal["adamw", "sgd"] = "adamw",
-        lr: float = 6e-4,
-        weight_decay: float = 0.01,
-        momentum: float = 0.9,
-        lr_schedule: Literal["warmup_poly", "multistep"] = "warmup_poly",
-        warmup_epochs: float = 10.0,
-        warmup_ratio: float = 0.1,
-        poly_power: float = 0.9,
-        poly_extra_epochs: int = 0,
+        optimizer: OptimizerCallable | None = None,
+        lr_scheduler: LRSchedulerCallable | None = None,
+        lr_interval: Literal["step", "epoch"] | None = None,
         no_weight_decay_1d: bool = False,
-        milestones: list[int] | None = None,
-        gamma: float = 0.1,
         absent_classes: Literal["zero", "skip"] = "zero",
         eval_classes: list[str] | None = None,
         eval_modality_subsets: list[list[str]] | Literal["all"] | None = None,
@@ -123,7 +111,8 @@ class SegmentationTask(pl.LightningModule):
     ) -> None:
         super().__init__()
         # modalities / class names come from the data module, whose hparams already hold them
-        self.save_hyperparameters(ignore=["method", "modalities", "class_names"])
+        self.save_hyperparameters(ignore=["method", "modalities", "class_names", "optimizer", "lr_scheduler"])
+        self.optimizer, self.lr_scheduler = optimizer, lr_scheduler
         modalities = list(modalities or [])
         self.method = method(num_classes, modalities) if callable(method) and not isinstance(method, nn.Module) else method
         self.num_classes = num_classes
@@ -134,20 +123,9 @@ class SegmentationTask(pl.LightningModule):
         self.aux_loss_fn = self.loss_fn or build_loss("ce", ignore_index=ignore_index)
         if binary_metrics and num_classes != 2:
             raise ConfigError(f"binary_metrics needs a binary task (num_classes=2: background, foreground), got num_classes={num_classes}")
-        if not lr > 0:
-            raise ConfigError(f"lr must be > 0, got {lr}")
-        if weight_decay < 0:
-            raise ConfigError(f"weight_decay must be >= 0, got {weight_decay}")
+        check_optimisation(optimizer, lr_scheduler)
         if not 0.0 <= modality_dropout < 1.0:
             raise ConfigError(f"modality_dropout must be in [0, 1), got {modality_dropout}")
-        if poly_extra_epochs < 0:
-            raise ConfigError(f"poly_extra_epochs must be >= 0, got {poly_extra_epochs}")
-        if optimizer not in ("adamw", "sgd"):
-            raise ConfigError(f"optimizer must be 'adamw' or 'sgd', got {optimizer!r}")
-        if lr_schedule not in ("warmup_poly", "multistep"):
-            raise ConfigError(f"lr_schedule must be 'warmup_poly' or 'multistep', got {lr_schedule!r}")
-        if lr_schedule == "multistep" and (not milestones or any(m < 1 for m in milestones) or list(milestones) != sorted(set(milestones))):
-            raise ConfigError(f"lr_schedule 'multistep' needs milestones: increasing epoch counts >= 1, got {milestones}")
         if eval_window is None and eval_stride is not None:
             raise ConfigError(f"eval_stride={eval_stride} is set but eval_window is not: set the window too")
         if eval_window is None and val_stride is not None:
@@ -258,25 +236,13 @@ class SegmentationTask(pl.LightningModule):
     # ---- optimisation ------------------------------------------------------------------
     def configure_optimizers(self) -> Any:
         hp = self.hparams
-        groups = self.method.param_groups()
-        params = param_groups_with_decay(groups, hp.weight_decay, no_decay_1d=hp.no_weight_decay_1d)
-        if hp.optimizer == "sgd":
-            opt: torch.optim.Optimizer = torch.optim.SGD(params, lr=hp.lr, momentum=hp.momentum, weight_decay=hp.weight_decay)
-        else:
-            opt = torch.optim.AdamW(params, lr=hp.lr, weight_decay=hp.weight_decay)
-        if hp.lr_schedule == "multistep":
-            return {"optimizer": opt, "lr_scheduler": {"scheduler": multistep(opt, milestones=hp.milestones, gamma=hp.gamma), "interval": "epoch"}}
-        total = int(self.trainer.estimated_stepping_batches)
-        epochs = self.trainer.max_epochs if self.trainer.max_epochs and self.trainer.max_epochs > 0 else None
-        per_epoch = total / epochs if epochs else total
-        sched = warmup_poly(
-            opt,
-            total_steps=int(round(total + hp.poly_extra_epochs * per_epoch)) if epochs else total,
-            warmup_steps=int(self.hparams.warmup_epochs * per_epoch) if epochs else int(0.05 * total),
-            warmup_ratio=self.hparams.warmup_ratio,
-            power=self.hparams.poly_power,
-        )
-        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+        groups = param_groups_with_decay(self.method.param_groups(), no_decay_1d=hp.no_weight_decay_1d)
+        opt = self.optimizer(groups) if self.optimizer is not None else torch.optim.AdamW(groups, lr=6e-4, weight_decay=0.01)
+        sched = self.lr_scheduler(opt) if self.lr_scheduler is not None else WarmupPoly(opt)
+        if isinstance(sched, WarmupPoly):
+            epochs = self.trainer.max_epochs if self.trainer.max_epochs and self.trainer.max_epochs > 0 else None
+            sched.set_training_length(int(self.trainer.estimated_stepping_batches), epochs)
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": scheduler_interval(sched, hp.lr_interval)}}
 
     # ---- checkpoints -------------------------------------------------------------------
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
@@ -340,9 +306,24 @@ class SegmentationTask(pl.LightningModule):
         return scores
 
 
-def param_groups_with_decay(groups: dict[str, list[nn.Parameter]], weight_decay: float, *, no_decay_1d: bool = False) -> list[dict[str, Any]]:
+def check_optimisation(optimizer: OptimizerCallable | None, lr_scheduler: LRSchedulerCallable | None) -> None:
+    """Build the optimiser and the scheduler once on a stand-in parameter, so that a bad value
+    (``lr: -1``, a scheduler argument the class does not take) is one line naming the key, before training."""
+    probe = [nn.Parameter(torch.zeros(1))]
+    try:
+        opt = optimizer(probe) if optimizer is not None else torch.optim.AdamW(probe)
+    except (ValueError, TypeError) as e:
+        raise ConfigError(f"model.optimizer: {e}") from None
+    try:
+        if lr_scheduler is not None:
+            lr_scheduler(opt)
+    except (ValueError, TypeError) as e:
+        raise ConfigError(f"model.lr_scheduler: {e}") from None
+
+
+def param_groups_with_decay(groups: dict[str, list[nn.Parameter]], *, no_decay_1d: bool = False) -> list[dict[str, Any]]:
     """Optimiser groups from a method's ``param_groups()``; with ``no_decay_1d`` each group is split
-    into its matrices (``weight_decay``) and its 1-D tensors (``weight_decay=0``)."""
+    into its matrices (the optimiser's weight decay) and its 1-D tensors (``weight_decay=0``)."""
     out: list[dict[str, Any]] = []
     for name, ps in groups.items():
         if not no_decay_1d:

@@ -124,7 +124,7 @@ def test_every_binary_recipe_is_the_official_one():
     for name, (lr, epochs, loss) in expected.items():
         cfg = yaml.safe_load((RECIPES / name).read_text())
         init = cfg["model"]["method"]["init_args"]
-        assert (cfg["model"]["lr"], cfg["trainer"]["max_epochs"], init["binary_loss"]) == (lr, epochs, loss), name
+        assert (cfg["model"]["optimizer"]["init_args"]["lr"], cfg["trainer"]["max_epochs"], init["binary_loss"]) == (lr, epochs, loss), name
         lora = init["lora"]["init_args"]
         assert ConvLoRAConfig(**lora) == ConvLoRAConfig(), name  # rank 3, alpha 32, 8 experts, top-1, ...
         assert init["backbone"] == "sam_vit_h" and cfg["trainer"]["accumulate_grad_batches"] * cfg["data"]["batch_size"] == 4

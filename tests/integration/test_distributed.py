@@ -42,7 +42,8 @@ def _config(path: Path, root: Path, run: Path, method: dict, loss: str, devices:
                     "max_steps": 2, "default_root_dir": str(run), "num_sanity_val_steps": 0, "log_every_n_steps": 1,
                     "enable_progress_bar": False, "enable_model_summary": False, "logger": False,
                     "callbacks": [{"class_path": "mmsam.engine.RankSyncCheck"}]},
-        "model": {"method": method, "loss": loss, "lr": 1e-2, "warmup_epochs": 0},
+        "model": {"method": method, "loss": loss, "optimizer": {"class_path": "torch.optim.AdamW", "init_args": {"lr": 1e-2}},
+                  "lr_scheduler": {"class_path": "mmsam.engine.schedule.WarmupPoly", "init_args": {"warmup_epochs": 0}}},
         "data": {"root": str(root), "train_size": 64, "eval_size": 64, "batch_size": 2, "eval_batch_size": 2, "num_workers": 0},
     }
     path.write_text(yaml.safe_dump(cfg, sort_keys=False))

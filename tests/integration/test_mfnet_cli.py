@@ -37,8 +37,9 @@ def test_fit_mfnet_with_the_tiny_sam(adapter, tiny_root, make_config, tmp_path, 
                             "adapter": {"class_path": f"mmsam.adapters.{adapter}"}}}
     cfg = make_config(
         tmp_path / "c.yaml", tiny_root, tmp_path / "run", model__method=method, model__loss="ce",
-        model__optimizer="sgd", model__lr=0.01, model__weight_decay=5e-4, model__lr_schedule="multistep",
-        model__milestones=[1], data__modalities=["rgb", "depth"], model__modality_dropout=0.5,
+        model__optimizer={"class_path": "torch.optim.SGD", "init_args": {"lr": 0.01, "momentum": 0.9, "weight_decay": 5e-4}},
+        model__lr_scheduler={"class_path": "torch.optim.lr_scheduler.MultiStepLR", "init_args": {"milestones": [1], "gamma": 0.1}},
+        data__modalities=["rgb", "depth"], model__modality_dropout=0.5,
     )
     assert main(["fit", "--config", str(cfg)]) == 0
     text = capsys.readouterr().out
@@ -64,8 +65,10 @@ def test_recipes_are_the_papers():
                 assert cls(**init["adapter"]["init_args"]) == cls(), path  # the official hyper-parameters
                 assert init["dfm"] is True and init["decode_channels"] == 64, path
                 m, d = cfg["model"], cfg["data"]
-                assert (m["optimizer"], m["lr"], m["momentum"], m["weight_decay"]) == ("sgd", 0.01, 0.9, 5e-4), path
-                assert (m["lr_schedule"], m["milestones"], m["gamma"], m["loss"]) == ("multistep", [24, 34, 44], 0.1, "ce"), path
+                assert m["optimizer"] == {"class_path": "torch.optim.SGD", "init_args": {"lr": 0.01, "momentum": 0.9, "weight_decay": 5e-4}}, path
+                assert m["lr_scheduler"] == {"class_path": "torch.optim.lr_scheduler.MultiStepLR",
+                                             "init_args": {"milestones": [24, 34, 44], "gamma": 0.1}}, path
+                assert m["loss"] == "ce", path
                 assert cfg["trainer"]["max_epochs"] == 50 and m["eval_window"] == 256, path
                 batch = 4 if v == "h" else 10
                 assert d["batch_size"] == batch, path

@@ -2,6 +2,8 @@
 validate / test / predict, eval_classes."""
 from __future__ import annotations
 
+from functools import partial
+
 import lightning.pytorch as pl
 import pytest
 import torch
@@ -9,6 +11,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from mmsam.engine import SegmentationTask
+from mmsam.engine.schedule import WarmupPoly
 from mmsam.engine.task import format_table
 from mmsam.errors import ConfigError
 from mmsam.metrics import SegmentationMetrics
@@ -69,7 +72,8 @@ def trainer(**kw) -> pl.Trainer:
 
 def test_sgd_multistep_gives_mfnets_effective_schedule():
     """milestones [2, 4] count completed epochs: lr 1e-2 for epochs 1-2, 1e-3 for 3-4, 1e-4 after."""
-    task = make_task(optimizer="sgd", lr=1e-2, momentum=0.9, weight_decay=5e-4, lr_schedule="multistep", milestones=[2, 4], gamma=0.1)
+    task = make_task(optimizer=partial(torch.optim.SGD, lr=1e-2, momentum=0.9, weight_decay=5e-4),
+                     lr_scheduler=partial(torch.optim.lr_scheduler.MultiStepLR, milestones=[2, 4], gamma=0.1))
     seen: dict[int, list[float]] = {}
 
     class Record(pl.Callback):
@@ -87,11 +91,14 @@ def test_sgd_multistep_gives_mfnets_effective_schedule():
 
 
 def test_default_optimiser_and_schedule_unchanged():
-    task = make_task(lr=1e-3, warmup_epochs=1)
+    task = make_task()
     t = trainer(max_epochs=2, limit_val_batches=0)
     t.fit(task, DataLoader(Tiles(4, 32, 32), batch_size=2))
-    assert isinstance(t.optimizers[0], torch.optim.AdamW)
-    assert t.lr_scheduler_configs[0].interval == "step"
+    opt = t.optimizers[0]
+    assert isinstance(opt, torch.optim.AdamW) and opt.defaults["lr"] == 6e-4 and opt.defaults["weight_decay"] == 0.01
+    sched = t.lr_scheduler_configs[0]
+    assert isinstance(sched.scheduler, WarmupPoly) and sched.interval == "step"
+    assert (sched.scheduler.warmup_ratio, sched.scheduler.power, sched.scheduler.warmup_steps, sched.scheduler.total_steps) == (0.1, 0.9, 20, 4)
 
 
 @pytest.mark.parametrize(
@@ -102,8 +109,8 @@ def test_default_optimiser_and_schedule_unchanged():
         ({"eval_window": -4}, "eval_window"),
         ({"eval_stride": 16}, "eval_window"),
         ({"eval_window": 32, "eval_window_batch": 0}, "eval_window_batch"),
-        ({"lr_schedule": "multistep"}, "milestones"),
-        ({"lr_schedule": "multistep", "milestones": [4, 2]}, "milestones"),
+        ({"optimizer": partial(torch.optim.SGD, lr=-1.0)}, "model.optimizer: Invalid learning rate"),
+        ({"lr_scheduler": partial(torch.optim.lr_scheduler.MultiStepLR, milestone=[2])}, "model.lr_scheduler: .*milestone"),
         ({"eval_classes": ["building", "roads"]}, "roads"),
         ({"eval_window": 32, "val_stride": 40}, "val_stride"),
         ({"val_stride": 8}, "eval_window"),
@@ -178,7 +185,8 @@ def test_poly_extra_epoch_and_no_decay_1d_reach_the_optimiser():
         def on_train_batch_start(self, trainer, module, batch, idx):
             lrs.append(trainer.optimizers[0].param_groups[0]["lr"])
 
-    task = make_task(lr=1.0, warmup_epochs=0, poly_power=1.0, poly_extra_epochs=1, no_weight_decay_1d=True, weight_decay=0.5)
+    task = make_task(optimizer=partial(torch.optim.AdamW, lr=1.0, weight_decay=0.5), no_weight_decay_1d=True,
+                     lr_scheduler=partial(WarmupPoly, warmup_epochs=0, power=1.0, extra_epochs=1))
     t = trainer(max_epochs=2, callbacks=[Record()], limit_val_batches=0)
     t.fit(task, DataLoader(Tiles(4, 32, 32), batch_size=2))  # 2 steps per epoch: decay over 6 steps
     assert lrs == pytest.approx([1 - s / 6 for s in range(4)])
