@@ -135,6 +135,11 @@ RENAMED = {
     "warmup_ratio": f"model.lr_scheduler.init_args.warmup_ratio {_WARMUP_POLY}",
     "poly_power": f"model.lr_scheduler.init_args.power {_WARMUP_POLY}",
     "poly_extra_epochs": f"model.lr_scheduler.init_args.extra_epochs {_WARMUP_POLY}",
+    **{old: f"model.evaluation.{new}" for old, new in (
+        ("eval_modality_subsets", "modality_subsets"), ("eval_classes", "classes"), ("absent_classes", "absent_classes"),
+        ("ignore_in_union", "ignore_in_union"), ("binary_metrics", "binary_metrics"), ("eval_window", "window"),
+        ("eval_stride", "stride"), ("eval_window_batch", "window_batch"), ("eval_window_edges", "window_edges"),
+        ("val_stride", "val_stride"))},
 }
 _OPTIMIZER_NAMES = {"adamw": "torch.optim.AdamW", "sgd": "torch.optim.SGD"}
 
@@ -205,3 +210,26 @@ def int_batches(parser: Any) -> None:
                                         "limit_predict_batches", "overfit_batches", "val_check_interval"}:
             if hasattr(action, "_typehint"):
                 action._typehint = Union[int, float, None]  # built here: typing caches equal unions
+
+
+_LEGACY_EVAL = {"eval_modality_subsets": "modality_subsets", "eval_classes": "classes", "absent_classes": "absent_classes",
+                "ignore_in_union": "ignore_in_union", "binary_metrics": "binary_metrics", "eval_window": "window",
+                "eval_stride": "stride", "eval_window_batch": "window_batch", "eval_window_edges": "window_edges",
+                "val_stride": "val_stride"}
+_LEGACY_OPTIM = ("lr", "weight_decay", "momentum", "lr_schedule", "milestones", "gamma", "warmup_epochs", "warmup_ratio",
+                 "poly_power", "poly_extra_epochs")
+
+
+def legacy_hparams(hparams: dict[str, Any]) -> dict[str, Any]:
+    """A checkpoint's task hyper-parameters written before ``model.optimizer`` / ``lr_scheduler`` /
+    ``evaluation``: evaluation keys moved under ``evaluation``, optimiser and schedule keys dropped
+    (the config's apply; they matter only to ``fit``). Newer hyper-parameters come back unchanged."""
+    if not any(k in hparams for k in (*_LEGACY_EVAL, *_LEGACY_OPTIM)) and not isinstance(hparams.get("optimizer"), str):
+        return hparams
+    out = {k: v for k, v in hparams.items() if k not in _LEGACY_EVAL and k not in _LEGACY_OPTIM}
+    if isinstance(out.get("optimizer"), str):
+        out.pop("optimizer")
+    evaluation = {new: hparams[old] for old, new in _LEGACY_EVAL.items() if old in hparams}
+    if evaluation:
+        out["evaluation"] = {**(out.get("evaluation") or {}), **evaluation}
+    return out

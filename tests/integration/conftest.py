@@ -37,8 +37,7 @@ def write_config(path: Path, root: Path, run_dir: Path, **overrides) -> Path:
             "loss": "ohem",
             "optimizer": {"class_path": "torch.optim.AdamW", "init_args": {"lr": 1e-3}},
             "lr_scheduler": {"class_path": "mmsam.engine.schedule.WarmupPoly", "init_args": {"warmup_epochs": 0}},
-            "absent_classes": "skip",
-            "eval_modality_subsets": [["rgb"]],
+            "evaluation": {"absent_classes": "skip", "modality_subsets": [["rgb"]]},
         },
         "data": {
             "root": str(root),

@@ -76,6 +76,19 @@ def test_replaced_yaml_keys_name_the_new_key(make_config, tmp_path, key, value, 
     assert expected in line and "\n" not in line
 
 
+def test_older_checkpoint_hyper_parameters_are_translated():
+    """A checkpoint written before model.optimizer / lr_scheduler / evaluation still tests: its
+    evaluation keys move under `evaluation`, its optimiser keys are left to the config."""
+    from mmsam.cli_support import legacy_hparams
+
+    old = {"loss": "ce", "lr": 0.01, "optimizer": "sgd", "milestones": [24], "warmup_epochs": 10.0, "poly_extra_epochs": 1,
+           "eval_window": 256, "eval_stride": 32, "absent_classes": "zero", "eval_classes": ["a"], "modality_dropout": 0.0}
+    assert legacy_hparams(old) == {"loss": "ce", "modality_dropout": 0.0,
+                                   "evaluation": {"window": 256, "stride": 32, "absent_classes": "zero", "classes": ["a"]}}
+    new = {"loss": "ce", "evaluation": {"window": 256}, "no_weight_decay_1d": True}
+    assert legacy_hparams(new) is new
+
+
 def test_integer_limit_batches_means_batches(tiny_root, make_config, tmp_path):
     """Lightning types limit_*_batches ``int | float`` (int = batches); jsonargparse used to read 1 as 1.0 = all."""
     from mmsam.cli import lightning_main

@@ -52,7 +52,7 @@ def test_fit_conv_lora_sam_on_a_binary_folder_set(binary_root, make_config, tmp_
               "init_args": {"backbone": "sam_vit_tiny", "img_size": 64, "lora": CONV_LORA}}
     cfg = make_config(
         tmp_path / "c.yaml", binary_root, tmp_path / "run",
-        model__method=method, model__loss="ce", model__eval_modality_subsets=None,
+        model__method=method, model__loss="ce", model__evaluation__modality_subsets=None,
         data__dataset="binary_folder", data__modalities=["rgb"], data__batch_size=2, data__eval_batch_size=2,
     )
     assert main(["fit", "--config", str(cfg)]) == 0

@@ -69,17 +69,17 @@ def test_recipes_are_the_papers():
                 assert m["lr_scheduler"] == {"class_path": "torch.optim.lr_scheduler.MultiStepLR",
                                              "init_args": {"milestones": [24, 34, 44], "gamma": 0.1}}, path
                 assert m["loss"] == "ce", path
-                assert cfg["trainer"]["max_epochs"] == 50 and m["eval_window"] == 256, path
+                assert cfg["trainer"]["max_epochs"] == 50 and m["evaluation"]["window"] == 256, path
                 batch = 4 if v == "h" else 10
                 assert d["batch_size"] == batch, path
                 assert d["train_samples_per_epoch"] == batch * (500 if ds == "mmhunan" else 1000), path
                 assert d["dataset"] == ds and d["modalities"] == (["irrg", "dsm"] if ds == "vaihingen" else ["rgb", "dsm"]), path
                 assert (d["train_size"], d["eval_size"], d["vflip_prob"], d["flip_prob"]) == (256, None, 0.5, 0.5), path
                 if ds == "mmhunan":
-                    assert len(m["eval_classes"]) == 7 and "dataset_options" not in d, path
+                    assert len(m["evaluation"]["classes"]) == 7 and "dataset_options" not in d, path
                 else:
-                    assert "clutter" not in m["eval_classes"] and len(m["eval_classes"]) == 5, path
-                    assert d["dataset_options"] == {"train_window": 256, "eroded_test_labels": True} and d["scale_range"] is None and m["eval_stride"] == 32, path
+                    assert "clutter" not in m["evaluation"]["classes"] and len(m["evaluation"]["classes"]) == 5, path
+                    assert d["dataset_options"] == {"train_window": 256, "eroded_test_labels": True} and d["scale_range"] is None and m["evaluation"]["stride"] == 32, path
 
 
 @pytest.mark.parametrize("key", sorted(TABLE_VI), ids=lambda k: f"{k[0]}_vit_{k[1]}")

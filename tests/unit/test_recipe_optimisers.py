@@ -57,7 +57,7 @@ RECIPES = {
 
 def build(recipe: str):
     cfg = yaml.safe_load((CONFIGS / recipe).read_text())
-    model = {k: v for k, v in cfg["model"].items() if k not in ("eval_classes", "eval_modality_subsets", "evaluation", "binary_metrics")}
+    model = {k: v for k, v in cfg["model"].items() if k != "evaluation"}  # classes: not those of the stand-in
     model["method"] = {"class_path": "mmsam.methods.SamLoRA", "init_args": {"backbone": "sam_vit_tiny", "img_size": 32}}
     task = build_task({**model, "num_classes": 2, "class_names": ["a", "b"], "modalities": ["rgb"]})
     task.method = Stub()

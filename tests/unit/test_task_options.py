@@ -1,5 +1,5 @@
 """SegmentationTask options: optimiser and multi-step schedule, sliding-window evaluation in
-validate / test / predict, eval_classes."""
+validate / test / predict, evaluation.classes."""
 from __future__ import annotations
 
 from functools import partial
@@ -12,7 +12,8 @@ from torch.utils.data import DataLoader, Dataset
 
 from mmsam.engine import SegmentationTask
 from mmsam.engine.schedule import WarmupPoly
-from mmsam.engine.task import format_table
+from mmsam.engine.evaluation import Evaluation
+from mmsam.engine.tables import format_table
 from mmsam.errors import ConfigError
 from mmsam.metrics import SegmentationMetrics
 
@@ -104,16 +105,17 @@ def test_default_optimiser_and_schedule_unchanged():
 @pytest.mark.parametrize(
     "kw,message",
     [
-        ({"eval_window": 32, "eval_stride": 48}, "eval_stride"),
-        ({"eval_window": 32, "eval_stride": 0}, "eval_stride"),
-        ({"eval_window": -4}, "eval_window"),
-        ({"eval_stride": 16}, "eval_window"),
-        ({"eval_window": 32, "eval_window_batch": 0}, "eval_window_batch"),
+        ({"evaluation": {"window": 32, "stride": 48}}, "model.evaluation.stride"),
+        ({"evaluation": {"window": 32, "stride": 0}}, "model.evaluation.stride"),
+        ({"evaluation": {"window": -4}}, "model.evaluation.window"),
+        ({"evaluation": {"stride": 16}}, "model.evaluation.window is not"),
+        ({"evaluation": {"window": 32, "window_batch": 0}}, "model.evaluation.window_batch"),
         ({"optimizer": partial(torch.optim.SGD, lr=-1.0)}, "model.optimizer: Invalid learning rate"),
         ({"lr_scheduler": partial(torch.optim.lr_scheduler.MultiStepLR, milestone=[2])}, "model.lr_scheduler: .*milestone"),
-        ({"eval_classes": ["building", "roads"]}, "roads"),
-        ({"eval_window": 32, "val_stride": 40}, "val_stride"),
-        ({"val_stride": 8}, "eval_window"),
+        ({"evaluation": {"classes": ["building", "roads"]}}, "model.evaluation.classes .*roads"),
+        ({"evaluation": {"window": 32, "val_stride": 40}}, "model.evaluation.val_stride"),
+        ({"evaluation": {"val_stride": 8}}, "model.evaluation.window is not"),
+        ({"evaluation": {"modality_subsets": [["rgb", "lidar"]]}}, "model.evaluation.modality_subsets"),
     ],
 )
 def test_bad_options_are_refused(kw, message):
@@ -122,7 +124,7 @@ def test_bad_options_are_refused(kw, message):
 
 
 def test_eval_window_used_in_validate_test_and_predict_on_larger_tiles():
-    task = make_task(eval_window=32, eval_stride=16, eval_window_batch=3, eval_modality_subsets=[["rgb"]])
+    task = make_task(evaluation=Evaluation(window=32, stride=16, window_batch=3, modality_subsets=[["rgb"]]))
     data = DataLoader(Tiles(2, 50, 70), batch_size=1)
     t = trainer()
     t.validate(task, data, verbose=False)
@@ -142,7 +144,7 @@ def test_eval_window_used_in_validate_test_and_predict_on_larger_tiles():
 
 
 def test_val_stride_applies_to_validation_only():
-    task = make_task(eval_window=32, eval_stride=8, val_stride=32)
+    task = make_task(evaluation=Evaluation(window=32, stride=8, val_stride=32))
     data = DataLoader(Tiles(1, 64, 64), batch_size=1)
     t = trainer()
     t.validate(task, data, verbose=False)
@@ -163,11 +165,11 @@ def test_eval_classes_change_means_not_oa_and_are_marked():
     scores = {}
     for key, classes in (("all", None), ("five", CLASSES[:5])):
         torch.manual_seed(0)
-        task = make_task(eval_classes=classes)
+        task = make_task(evaluation=Evaluation(classes=classes))
         scores[key] = trainer().test(task, data, verbose=False)[0]
     assert scores["five"]["test/OA"] == pytest.approx(scores["all"]["test/OA"])
     assert scores["five"]["test/mIoU"] != pytest.approx(scores["all"]["test/mIoU"])
-    assert task.metrics["test_0"].mean_over == [0, 1, 2, 3, 4]
+    assert task.mean_over == [0, 1, 2, 3, 4] and task.metrics["test_0"]["mIoU"].mean_over == [0, 1, 2, 3, 4]
 
     s = {"IoU": torch.full((6,), 0.5), "F1": torch.full((6,), 0.6), "Acc": torch.full((6,), 0.7),
          "mIoU": torch.tensor(0.5), "OA": torch.tensor(0.8), "mAcc": torch.tensor(0.7), "mF1": torch.tensor(0.6)}
