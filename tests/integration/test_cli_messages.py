@@ -56,6 +56,7 @@ def test_unknown_yaml_key_at_depth_is_named_with_a_suggestion(tiny_root, make_co
         ("lr", 0.1, "config key 'model.lr' was replaced: use model.optimizer.init_args.lr"),
         ("milestones", [2, 4], "'model.milestones' was replaced: use model.lr_scheduler.init_args.milestones (class_path: torch.optim.lr_scheduler.MultiStepLR)"),
         ("poly_power", 1.0, "'model.poly_power' was replaced: use model.lr_scheduler.init_args.power"),
+        ("eval_window", 256, "config key 'model.eval_window' was replaced: use model.evaluation.window"),
         ("optimizer", "sgd", "'sgd' is no longer a name: use model.optimizer: {class_path: torch.optim.SGD"),
         ("optimizer", {"class_path": "torch.optim.SGD", "init_args": {"lr": 0.1, "weight_decay": -0.1}},
          "model.optimizer: Invalid weight_decay value: -0.1"),
