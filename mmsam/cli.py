@@ -40,7 +40,7 @@ def _make_cli_class() -> type:
     from lightning.pytorch.cli import LightningCLI
 
     from mmsam.adapters import AdapterConfig
-    from mmsam.cli_support import install_deprecation_loader, int_batches
+    from mmsam.cli_support import install_deprecation_loader, int_batches, legacy_hparams
 
     # a method's `adapter:` takes plain LoRA keys, or `class_path` + `init_args` of any registered
     # adapter config — adapters compose with methods by config alone
@@ -124,12 +124,22 @@ def _make_cli_class() -> type:
             return super().instantiate_trainer(**kwargs)
 
         def _parse_ckpt_path(self) -> None:
-            """Check ``--ckpt_path`` (pickle-free, not torn, a checkpoint) before Lightning reads its hparams."""
+            """Check ``--ckpt_path`` (pickle-free, not torn, a checkpoint), then apply its task
+            hyper-parameters over the config as Lightning does, those of older checkpoints
+            translated to today's keys (``legacy_hparams``)."""
             sub = self.config.get("subcommand")
             ckpt = self.config[sub].get("ckpt_path") if sub else None
-            if ckpt and Path(ckpt).is_file():
-                check_checkpoint(ckpt)
-            super()._parse_ckpt_path()
+            if not ckpt or not Path(ckpt).is_file():
+                return
+            check_checkpoint(ckpt)
+            from mmsam.fileio import load_torch_file
+
+            hparams = dict(load_torch_file(ckpt, mmap=True).get("hyper_parameters") or {})
+            hparams.pop("_instantiator", None)
+            if "_class_path" in hparams:  # a subclass-mode model: Lightning's own handling
+                super()._parse_ckpt_path()
+            elif hparams:
+                self.config = self.parser.parse_object({sub: {"model": legacy_hparams(hparams)}}, self.config)
 
         def _resolve_ckpt(self, ckpt: str) -> Path | None:
             """The file ``--ckpt_path`` names (``last``: the newest ``last*.ckpt``), or None."""
@@ -232,17 +242,20 @@ def _report(argv: list[str]) -> int:
 
     for name in ("lightning.pytorch", "lightning.fabric"):
         logging.getLogger(name).setLevel(logging.WARNING)
-    from mmsam.engine.report import load_checkpoint_weights, write_report
+    from mmsam.engine.report import EvaluationReport, load_checkpoint_weights
 
-    cli = lightning_main(["--config", ns.config, *rest], run=False)
+    # every modality subset in the test metrics (an explicit --model.evaluation.modality_subsets wins)
+    cli = lightning_main(["--config", ns.config, "--model.evaluation.modality_subsets", "all", *rest], run=False)
     load_checkpoint_weights(cli.model, ckpt)
-    trainer = cli.trainer
     out = Path(ns.output) if ns.output else ckpt.resolve().parent.parent / "report"
-    result = write_report(
-        cli.model, cli.datamodule, out, examples=ns.examples,
-        device=trainer.strategy.root_device, autocast=trainer.precision_plugin.forward_context,
-        title=f"checkpoint `{ckpt}`, config `{ns.config}`",
-    )
+    report = EvaluationReport(out, examples=ns.examples, title=f"checkpoint `{ckpt}`, config `{ns.config}`")
+    trainer = cli.trainer
+    trainer.callbacks.append(report)
+    trainer.loggers = []  # the report is the output; no log folder for it
+    trainer.test(cli.model, datamodule=cli.datamodule, verbose=False)  # one pass: `mmsam test` plus the report
+    result = report.result
+    if result is None:  # another process than rank 0 under DDP: rank 0 writes and prints
+        return 0
     full = result["full"]
     print(f"mIoU {100 * full['mIoU']:.2f}   OA {100 * full['OA']:.2f}   mF1 {100 * full['mF1']:.2f}   "
           f"({result['num_samples']} test samples)")

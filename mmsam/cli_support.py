@@ -121,9 +121,51 @@ def config_error_line(exc: BaseException, *, only_ours: bool = False) -> str | N
     return None if only_ours else format_config_error(str(exc))
 
 
+_WARMUP_POLY = "(class_path: mmsam.engine.schedule.WarmupPoly)"
+_MULTISTEP = "(class_path: torch.optim.lr_scheduler.MultiStepLR)"
+#: keys of ``SegmentationTask`` that were replaced, and where their values go now
+RENAMED = {
+    "lr": "model.optimizer.init_args.lr (optimizer: {class_path: torch.optim.AdamW, init_args: {lr: ..., weight_decay: ...}})",
+    "weight_decay": "model.optimizer.init_args.weight_decay",
+    "momentum": "model.optimizer.init_args.momentum (class_path: torch.optim.SGD)",
+    "lr_schedule": f"model.lr_scheduler: {{class_path: ...}} {_WARMUP_POLY} or {_MULTISTEP}",
+    "milestones": f"model.lr_scheduler.init_args.milestones {_MULTISTEP}",
+    "gamma": f"model.lr_scheduler.init_args.gamma {_MULTISTEP}",
+    "warmup_epochs": f"model.lr_scheduler.init_args.warmup_epochs {_WARMUP_POLY}",
+    "warmup_ratio": f"model.lr_scheduler.init_args.warmup_ratio {_WARMUP_POLY}",
+    "poly_power": f"model.lr_scheduler.init_args.power {_WARMUP_POLY}",
+    "poly_extra_epochs": f"model.lr_scheduler.init_args.extra_epochs {_WARMUP_POLY}",
+    **{old: f"model.evaluation.{new}" for old, new in (
+        ("eval_modality_subsets", "modality_subsets"), ("eval_classes", "classes"), ("absent_classes", "absent_classes"),
+        ("ignore_in_union", "ignore_in_union"), ("binary_metrics", "binary_metrics"), ("eval_window", "window"),
+        ("eval_stride", "stride"), ("eval_window_batch", "window_batch"), ("eval_window_edges", "window_edges"),
+        ("val_stride", "val_stride"))},
+}
+_OPTIMIZER_NAMES = {"adamw": "torch.optim.AdamW", "sgd": "torch.optim.SGD"}
+
+
+def renamed_key_line(text: str) -> str | None:
+    """One line for a replaced ``model`` key (``model.lr``, ``optimizer: sgd``, ...): where it goes now."""
+    keys = re.findall(r"(?:option|Key|key|unknown option) '-{0,2}model\.(\w+)'", text)
+    keys += re.findall(r"Group 'model' does not accept option '(\w+)'", text)
+    keys += re.findall(r"unrecognized arguments: --model\.(\w+)", text)
+    keys += re.findall(r"ambiguous option: --model\.(\w+)(?:=\S*)? could match", text)
+    for key in keys:
+        if key in RENAMED:
+            return f"config key 'model.{key}' was replaced: use {RENAMED[key]}"
+    m = re.search(r'Parser key "model\.optimizer".*?Given value: (\w+)', text, re.S) or re.search(r"model\.optimizer: .*got '(\w+)'", text)
+    if m:
+        target = _OPTIMIZER_NAMES.get(m.group(1).lower(), "torch.optim.<Name>")
+        return f"model.optimizer: {m.group(1)!r} is no longer a name: use model.optimizer: {{class_path: {target}, init_args: {{lr: ...}}}}"
+    return None
+
+
 def format_config_error(message: str) -> str:
     """A jsonargparse error message -> one line naming the key, nearby accepted keys and a suggestion."""
     text = str(message)
+    renamed = renamed_key_line(text)
+    if renamed:
+        return renamed
     m = re.search(r"Option '([\w.]+)' is not accepted", text) or re.search(r"Key '([\w.]+)' is not expected", text)
     if m:
         key = m.group(1).rsplit(".", 1)[-1]
@@ -278,3 +320,26 @@ def install_deprecation_loader(mode: str = "mmsam_yaml") -> str:
 
     set_loader(mode, load, exceptions=get_loader_exceptions("yaml"))
     return mode
+
+
+_LEGACY_EVAL = {"eval_modality_subsets": "modality_subsets", "eval_classes": "classes", "absent_classes": "absent_classes",
+                "ignore_in_union": "ignore_in_union", "binary_metrics": "binary_metrics", "eval_window": "window",
+                "eval_stride": "stride", "eval_window_batch": "window_batch", "eval_window_edges": "window_edges",
+                "val_stride": "val_stride"}
+_LEGACY_OPTIM = ("lr", "weight_decay", "momentum", "lr_schedule", "milestones", "gamma", "warmup_epochs", "warmup_ratio",
+                 "poly_power", "poly_extra_epochs")
+
+
+def legacy_hparams(hparams: dict[str, Any]) -> dict[str, Any]:
+    """A checkpoint's task hyper-parameters written before ``model.optimizer`` / ``lr_scheduler`` /
+    ``evaluation``: evaluation keys moved under ``evaluation``, optimiser and schedule keys dropped
+    (the config's apply; they matter only to ``fit``). Newer hyper-parameters come back unchanged."""
+    if not any(k in hparams for k in (*_LEGACY_EVAL, *_LEGACY_OPTIM)) and not isinstance(hparams.get("optimizer"), str):
+        return hparams
+    out = {k: v for k, v in hparams.items() if k not in _LEGACY_EVAL and k not in _LEGACY_OPTIM}
+    if isinstance(out.get("optimizer"), str):
+        out.pop("optimizer")
+    evaluation = {new: hparams[old] for old, new in _LEGACY_EVAL.items() if old in hparams}
+    if evaluation:
+        out["evaluation"] = {**(out.get("evaluation") or {}), **evaluation}
+    return out

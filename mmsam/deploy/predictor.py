@@ -77,7 +77,7 @@ class Predictor:
         if len(sizes) != 1:
             raise DataError(f"the modalities are not co-registered: sizes {sorted(sizes)} differ")
         (h, w), = sizes
-        if self.task.hparams.eval_window is None and self.eval_size is not None:  # as the evaluation transform
+        if self.task.evaluation.window is None and self.eval_size is not None:  # as the evaluation transform
             raw = {n: resize_image(x, (int(self.eval_size), int(self.eval_size))) for n, x in raw.items()}
         logits = self.logits({n: self.specs[n].normalize(x) for n, x in raw.items()})
         if logits.shape[-2:] != (h, w):

@@ -1,24 +1,27 @@
 """One evaluation report for a checkpoint (``mmsam report``): ``report.md`` plus PNG figures.
 
-Everything is scored with the same :class:`~mmsam.metrics.SegmentationMetrics` as ``mmsam test``:
-per-class IoU / F1, mIoU per non-empty subset of the trained modalities (the others removed from
-the batch, as when those sensors fail), mIoU per condition and per case (sensor failure) when the
-data set's samples carry them (whole images, or sliding windows with the task's ``eval_window``;
-means over the task's ``eval_classes``), a row-normalised confusion-matrix heat map and a few colour-coded
-predictions beside the ground truth. Figures are drawn with PIL only (no matplotlib needed).
+:class:`EvaluationReport` is a callback of ``trainer.test``: its scores are the task's own test
+metrics (the objects ``mmsam test`` logs, so the numbers are those of ``mmsam test``): per-class
+IoU / F1, mIoU per modality subset of the task's ``evaluation.modality_subsets`` (``mmsam report``
+asks for ``all``), and, from the full-modality logits ``test_step`` returns, mIoU per condition and
+per case (sensor failure) when the data set's samples carry them (whole images, or sliding windows
+with the task's ``evaluation.window``; means over its ``evaluation.classes``), a row-normalised
+confusion-matrix heat map and a few colour-coded predictions beside the ground truth. Figures are
+drawn with PIL only (no matplotlib needed). Under DDP every process scores its samples and rank 0
+writes the files.
 """
 from __future__ import annotations
 
-import contextlib
 from pathlib import Path
 from typing import Any, Sequence
 
+import lightning.pytorch as pl
 import numpy as np
 import torch
 from PIL import Image, ImageDraw
 
 from mmsam.engine.prediction_writer import _default_palette, colorize
-from mmsam.engine.task import _restrict, all_subsets, subset_key
+from mmsam.engine.task import subset_key
 from mmsam.errors import CheckpointError
 from mmsam.fileio import atomic_write, load_torch_file
 from mmsam.metrics import SegmentationMetrics
@@ -43,25 +46,6 @@ def load_checkpoint_weights(task: Any, path: str | Path) -> dict[str, Any]:
 def _pct(v: Any) -> str:
     v = float(v)
     return "n/a" if v != v else f"{100 * v:.2f}"
-
-
-def _scores(metric: SegmentationMetrics) -> dict[str, Any]:
-    s = metric.compute()
-    return {k: (v.tolist() if v.ndim else float(v)) for k, v in s.items()}
-
-
-def _new_metric(task: Any, device: torch.device) -> SegmentationMetrics:
-    return SegmentationMetrics(
-        task.num_classes, ignore_index=task.hparams.ignore_index, absent_classes=task.hparams.absent_classes,
-        mean_over=getattr(task, "mean_over", None),
-    ).to(device)
-
-
-def _logits(task: Any, batch: dict[str, Any]) -> torch.Tensor:
-    """The task's evaluation logits (sliding windows when it has ``eval_window``)."""
-    if hasattr(task, "eval_logits"):
-        return task.eval_logits(batch)
-    return task.method(batch)["logits"]
 
 
 def _thumb(image: np.ndarray, side: int = 320) -> np.ndarray:
@@ -139,151 +123,182 @@ def draw_examples(examples: list[tuple[np.ndarray, np.ndarray, np.ndarray, str]]
     return path
 
 
+def _table(header: Sequence[str], rows: list[Sequence[str]]) -> list[str]:
+    return ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|", *("| " + " | ".join(r) + " |" for r in rows)]
+
+
 def _protocol_lines(task: Any, class_names: Sequence[str]) -> list[str]:
     """How the scores were taken: classes in the means, sliding windows."""
-    hp = getattr(task, "hparams", {})
     lines = []
     mean_over = getattr(task, "mean_over", None)
     if mean_over is not None:
         left = [n for i, n in enumerate(class_names) if i not in mean_over]
         lines.append(f"- mIoU / mAcc / mF1 over {len(mean_over)} of {len(class_names)} classes (left out: {', '.join(left)}); OA over all")
-    if hp.get("eval_window"):
-        lines.append(f"- sliding windows: {hp['eval_window']} px, stride {getattr(task, 'eval_stride', None)} px, logits averaged over overlaps")
+    ev = getattr(task, "evaluation", None)
+    if ev is not None and ev.window:
+        lines.append(f"- sliding windows: {ev.window} px, stride {ev.test_stride} px, logits averaged over overlaps")
     return lines
 
 
-def _table(header: Sequence[str], rows: list[Sequence[str]]) -> list[str]:
-    return ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|", *("| " + " | ".join(r) + " |" for r in rows)]
+def _plain(scores: dict[str, torch.Tensor]) -> dict[str, Any]:
+    return {k: (v.tolist() if v.ndim else float(v)) for k, v in scores.items() if k != "confmat"}
 
 
-def write_report(task: Any, datamodule: Any, output_dir: str | Path, *, examples: int = 4,
-                 device: torch.device | str | None = None, autocast: Any = None,
-                 title: str | None = None) -> dict[str, Any]:
-    """Evaluate ``task`` on the test split of ``datamodule`` and write ``output_dir/report.md`` + PNGs.
+def _names_everywhere(names: list[str]) -> list[str]:
+    """The union of ``names`` over all processes, sorted (each process's own under DDP)."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        gathered: list[Any] = [None] * dist.get_world_size()
+        dist.all_gather_object(gathered, sorted(names))
+        names = [n for part in gathered for n in part]
+    return sorted(set(names))
+
+
+class EvaluationReport(pl.Callback):
+    """Write ``report.md``, ``confusion.png`` and ``examples.png`` to ``output_dir`` at the end of
+    ``trainer.test`` of a :class:`~mmsam.engine.SegmentationTask` (no second evaluation loop).
 
     Args:
-        task: a :class:`~mmsam.engine.SegmentationTask` holding the weights to evaluate.
-        datamodule: the data module; its test loader is looped once.
-        output_dir: where ``report.md``, ``confusion.png`` and ``examples.png`` go.
-        examples: how many test samples to draw beside their ground truth (0: none).
-        device: where to run (default: where the task's parameters are).
-        autocast: a context manager factory run around each forward (the trainer's precision).
+        output_dir: the report folder.
+        examples: test samples drawn beside their ground truth (0: none; rank 0's first ones).
         title: a line naming what was evaluated (checkpoint, config).
 
-    Returns the scores (fractions in [0, 1]): ``full``, ``subsets`` (by ``"a+b"`` key),
-    ``conditions``, ``cases`` and ``files`` written.
+    After the test, :attr:`result` holds the scores (fractions in [0, 1]): ``full``, ``subsets`` (by
+    ``"a+b"`` key), ``conditions``, ``cases``, ``num_samples`` and the ``files`` written.
     """
-    from lightning.pytorch.utilities import move_data_to_device
 
-    out = Path(output_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    device = torch.device(device) if device is not None else next(task.parameters()).device
-    task = task.to(device)
-    autocast = autocast or contextlib.nullcontext
-    modalities = list(task.modalities)
-    subsets = all_subsets(modalities)  # the full set first
-    metrics = [_new_metric(task, device) for _ in subsets]
-    by_condition: dict[str, SegmentationMetrics] = {}
-    by_case: dict[str, SegmentationMetrics] = {}
-    counts: dict[tuple[str, str], int] = {}
-    shown: list[tuple[np.ndarray, np.ndarray, np.ndarray, str]] = []
-    palette = list(getattr(datamodule, "palette", None) or _default_palette(task.num_classes))
-    datamodule.setup("test")
-    loader = datamodule.test_dataloader()
-    n_samples = 0
-    was_training = task.training
-    task.eval()
-    try:
-        with torch.inference_mode():
-            for batch in loader:
-                batch = move_data_to_device(batch, device)
-                label = batch["label"]
-                b = label.shape[0]
-                n_samples += b
-                meta = batch.get("meta") or {}
-                for metric, subset in zip(metrics, subsets):
-                    with autocast():
-                        logits = _logits(task, _restrict(batch, subset))
-                    metric.update(logits, label)
-                    if subset is subsets[0]:
-                        pred = logits.argmax(1)
-                        for key, store in (("condition", by_condition), ("case", by_case)):
-                            names = _meta_list(meta, key, b)
-                            for i, name in enumerate(names or []):
-                                if name not in store:
-                                    store[name] = _new_metric(task, device)
-                                store[name].update(pred[i : i + 1], label[i : i + 1])
-                                counts[(key, name)] = counts.get((key, name), 0) + 1
-                        ids = _meta_list(meta, "id", b) or [str(n_samples - b + i) for i in range(b)]
-                        first = batch["modalities"][modalities[0]]
-                        for i in range(b):
-                            if len(shown) >= examples:
-                                break
-                            shown.append((_thumb(_to_rgb(first[i])), _thumb(label[i].cpu().numpy().astype(np.uint8)),
-                                          _thumb(pred[i].cpu().numpy().astype(np.uint8)), ids[i]))
-    finally:
-        task.train(was_training)
+    def __init__(self, output_dir: str | Path, *, examples: int = 4, title: str | None = None) -> None:
+        super().__init__()
+        self.output_dir, self.examples, self.title = Path(output_dir), max(0, int(examples)), title
+        self.result: dict[str, Any] | None = None
+        self._reset()
 
-    full = _scores(metrics[0])
-    result: dict[str, Any] = {
-        "full": full,
-        "subsets": {subset_key(s): _scores(m) for s, m in zip(subsets, metrics)},
-        "conditions": {k: _scores(m) for k, m in sorted(by_condition.items())},
-        "cases": {k: _scores(m) for k, m in sorted(by_case.items())},
-        "num_samples": n_samples,
-        "files": [],
-    }
-    class_names = list(task.class_names)
-    confmat = metrics[0].confmat.detach().cpu().numpy()
-    files = [draw_confusion(confmat, out / "confusion.png", class_names)]
-    if shown:
-        files.append(draw_examples(shown, palette, out / "examples.png"))
+    def _reset(self) -> None:
+        self._groups: dict[str, dict[str, SegmentationMetrics]] = {"condition": {}, "case": {}}
+        self._counts: dict[tuple[str, str], int] = {}
+        self._shown: list[tuple[np.ndarray, np.ndarray, np.ndarray, str]] = []
+        self._samples = 0
 
-    lines = ["# Evaluation report", ""]
-    if title:
-        lines += [title, ""]
-    method = type(getattr(task, "method", task)).__name__
-    lines += [
-        f"- method: `{method}`; modalities: {', '.join(modalities)}; classes: {task.num_classes}",
-        f"- test samples: {n_samples}; absent classes: `{task.hparams.absent_classes}`; scores in percent",
-        *_protocol_lines(task, class_names),
-        "",
-        "## Summary (all modalities)",
-        "",
-        *_table(["mIoU", "OA", "mAcc", "mF1"], [[_pct(full["mIoU"]), _pct(full["OA"]), _pct(full["mAcc"]), _pct(full["mF1"])]]),
-        "",
-        "## Per class",
-        "",
-    ]
-    gt_pixels = confmat.sum(1)
-    mean_over = getattr(task, "mean_over", None)
-    lines += _table(
-        ["#", "class", "IoU", "F1", "Acc", "pixels", "in means"],
-        [[str(i), name, _pct(full["IoU"][i]), _pct(full["F1"][i]), _pct(full["Acc"][i]), str(int(gt_pixels[i])),
-          "no" if mean_over is not None and i not in mean_over else "yes"]
-         for i, name in enumerate(class_names)],
-    )
-    lines += ["", "## Modality subsets (x present, - removed)", ""]
-    lines += _table(
-        [*modalities, "mIoU", "OA", "mF1"],
-        [[*("x" if m in s else "-" for m in modalities), *(_pct(result["subsets"][subset_key(s)][k]) for k in ("mIoU", "OA", "mF1"))]
-         for s in subsets],
-    )
-    for key, title_ in (("conditions", "Per condition"), ("cases", "Per case (condition or sensor failure)")):
-        if result[key]:
-            lines += ["", f"## {title_} (all modalities)", ""]
-            lines += _table(
-                [key[:-1], "samples", "mIoU", "OA", "mF1"],
-                [[name, str(counts[(key[:-1], name)]), *(_pct(s[k]) for k in ("mIoU", "OA", "mF1"))] for name, s in result[key].items()],
-            )
-    lines += ["", "## Figures", "", "Confusion matrix (rows: ground truth, columns: prediction; row-normalised, white 0 → blue 1):", "",
-              "![confusion matrix](confusion.png)", ""]
-    if shown:
-        lines += ["Examples (input | ground truth | prediction; ignored pixels black): "
-                  + ", ".join(f"`{sid}`" for *_, sid in shown), "", "![examples](examples.png)", ""]
-    lines += ["Legend: " + ", ".join(f"{i} {n}" for i, n in enumerate(class_names)), ""]
-    report = out / "report.md"
-    with atomic_write(report, "w") as f:
-        f.write("\n".join(lines))
-    result["files"] = [report, *files]
-    return result
+    def _metric(self, task: Any, device: torch.device) -> SegmentationMetrics:
+        ev = task.evaluation
+        return SegmentationMetrics(task.num_classes, ignore_index=task.hparams.ignore_index, absent_classes=ev.absent_classes,
+                                   mean_over=task.mean_over, ignore_in_union=ev.ignore_in_union).to(device)
+
+    def on_test_epoch_start(self, trainer: pl.Trainer, pl_module: Any) -> None:
+        self._reset()
+
+    def on_test_batch_end(self, trainer: pl.Trainer, pl_module: Any, outputs: Any, batch: Any, batch_idx: int,
+                          dataloader_idx: int = 0) -> None:
+        pred = outputs["logits"].argmax(1)
+        label = batch["label"]
+        b = label.shape[0]
+        meta = batch.get("meta") or {}
+        for key, store in self._groups.items():
+            for i, name in enumerate(_meta_list(meta, key, b) or []):
+                if name not in store:
+                    store[name] = self._metric(pl_module, label.device)
+                store[name].update(pred[i : i + 1], label[i : i + 1])
+                self._counts[(key, name)] = self._counts.get((key, name), 0) + 1
+        ids = _meta_list(meta, "id", b) or [str(self._samples + i) for i in range(b)]
+        first = batch["modalities"][pl_module.modalities[0]]
+        for i in range(min(b, self.examples - len(self._shown))):
+            self._shown.append((_thumb(_to_rgb(first[i])), _thumb(label[i].cpu().numpy().astype(np.uint8)),
+                                _thumb(pred[i].cpu().numpy().astype(np.uint8)), ids[i]))
+        self._samples += b
+
+    def on_test_epoch_end(self, trainer: pl.Trainer, pl_module: Any) -> None:
+        """Runs before the task's own hook, while its test metrics still hold the epoch's counts."""
+        task = pl_module
+        device = task.device
+        # collectives, entered by every process in the same order
+        subsets = [_plain_with(task.epoch_scores("test", i)) for i in range(len(task.subsets))]
+        n_samples = int(trainer.strategy.reduce(torch.tensor(float(self._samples), device=device), reduce_op="sum"))
+        groups: dict[str, dict[str, dict[str, Any]]] = {}
+        counts: dict[tuple[str, str], int] = {}
+        for key, store in self._groups.items():
+            groups[key] = {}
+            for name in _names_everywhere(list(store)):
+                metric = store.get(name) or self._metric(task, device)
+                groups[key][name] = _plain(metric.synced_scores())
+                n = self._counts.get((key, name), 0)
+                counts[(key, name)] = int(trainer.strategy.reduce(torch.tensor(float(n), device=device), reduce_op="sum"))
+        if trainer.is_global_zero:
+            self.result = self._write(task, trainer, subsets, groups, counts, n_samples)
+
+    def _write(self, task: Any, trainer: pl.Trainer, subset_scores: list[tuple[dict[str, Any], np.ndarray]],
+               groups: dict[str, dict[str, dict[str, Any]]], counts: dict[tuple[str, str], int], n_samples: int) -> dict[str, Any]:
+        out = self.output_dir
+        out.mkdir(parents=True, exist_ok=True)
+        modalities = list(task.modalities)
+        subsets = task.subsets
+        full, confmat = subset_scores[0]
+        result: dict[str, Any] = {
+            "full": full,
+            "subsets": {subset_key(s): sc for s, (sc, _) in zip(subsets, subset_scores)},
+            "conditions": groups["condition"],
+            "cases": groups["case"],
+            "num_samples": n_samples,
+            "files": [],
+        }
+        shown = self._shown
+        title = self.title
+        palette = list(getattr(getattr(trainer, "datamodule", None), "palette", None) or _default_palette(task.num_classes))
+        class_names = list(task.class_names)
+        files = [draw_confusion(confmat, out / "confusion.png", class_names)]
+        if shown:
+            files.append(draw_examples(shown, palette, out / "examples.png"))
+
+        lines = ["# Evaluation report", ""]
+        if title:
+            lines += [title, ""]
+        method = type(getattr(task, "method", task)).__name__
+        lines += [
+            f"- method: `{method}`; modalities: {', '.join(modalities)}; classes: {task.num_classes}",
+            f"- test samples: {n_samples}; absent classes: `{task.evaluation.absent_classes}`; scores in percent",
+            *_protocol_lines(task, class_names),
+            "",
+            "## Summary (all modalities)",
+            "",
+            *_table(["mIoU", "OA", "mAcc", "mF1"], [[_pct(full["mIoU"]), _pct(full["OA"]), _pct(full["mAcc"]), _pct(full["mF1"])]]),
+            "",
+            "## Per class",
+            "",
+        ]
+        gt_pixels = confmat.sum(1)
+        mean_over = getattr(task, "mean_over", None)
+        lines += _table(
+            ["#", "class", "IoU", "F1", "Acc", "pixels", "in means"],
+            [[str(i), name, _pct(full["IoU"][i]), _pct(full["F1"][i]), _pct(full["Acc"][i]), str(int(gt_pixels[i])),
+              "no" if mean_over is not None and i not in mean_over else "yes"]
+             for i, name in enumerate(class_names)],
+        )
+        lines += ["", "## Modality subsets (x present, - removed)", ""]
+        lines += _table(
+            [*modalities, "mIoU", "OA", "mF1"],
+            [[*("x" if m in s else "-" for m in modalities), *(_pct(result["subsets"][subset_key(s)][k]) for k in ("mIoU", "OA", "mF1"))]
+             for s in subsets],
+        )
+        for key, title_ in (("conditions", "Per condition"), ("cases", "Per case (condition or sensor failure)")):
+            if result[key]:
+                lines += ["", f"## {title_} (all modalities)", ""]
+                lines += _table(
+                    [key[:-1], "samples", "mIoU", "OA", "mF1"],
+                    [[name, str(counts[(key[:-1], name)]), *(_pct(s[k]) for k in ("mIoU", "OA", "mF1"))] for name, s in result[key].items()],
+                )
+        lines += ["", "## Figures", "", "Confusion matrix (rows: ground truth, columns: prediction; row-normalised, white 0 → blue 1):", "",
+                  "![confusion matrix](confusion.png)", ""]
+        if shown:
+            lines += ["Examples (input | ground truth | prediction; ignored pixels black): "
+                      + ", ".join(f"`{sid}`" for *_, sid in shown), "", "![examples](examples.png)", ""]
+        lines += ["Legend: " + ", ".join(f"{i} {n}" for i, n in enumerate(class_names)), ""]
+        report = out / "report.md"
+        with atomic_write(report, "w") as f:
+            f.write("\n".join(lines))
+        result["files"] = [report, *files]
+        return result
+
+
+def _plain_with(scores: dict[str, torch.Tensor]) -> tuple[dict[str, Any], np.ndarray]:
+    """Plain scores and the confusion matrix as a NumPy array."""
+    return _plain(scores), scores["confmat"].detach().cpu().numpy()

@@ -68,13 +68,10 @@ class ValidationImages(pl.Callback):
                 lg.experiment.add_image(f"val/sample_{i}", panel, global_step=trainer.global_step, dataformats="CHW")
 
     def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: Any) -> None:
-        """Runs before the task's own hook (which computes and resets the metric)."""
-        if not self.per_class_iou or trainer.sanity_checking or "val_0" not in getattr(pl_module, "metrics", {}):
+        """The task's ``per_class_iou`` (a ``ClasswiseWrapper``, reset at each validation epoch's
+        start): computed on every process (one synchronisation, also where no batch was seen)."""
+        metric = getattr(pl_module, "per_class_iou", None)
+        if not self.per_class_iou or trainer.sanity_checking or metric is None:
             return
-        metric = pl_module.metrics["val_0"]
-        if metric.confmat.sum() == 0:
-            return
-        iou = metric.compute()["IoU"]
-        for name, value in zip(pl_module.class_names, iou):
-            if not torch.isnan(value):
-                pl_module.log(f"val/IoU/{name}", float(value) * 100, sync_dist=False)
+        values = metric.compute()  # {"val/IoU/<class>": percent}
+        pl_module.log_dict({k: v for k, v in values.items() if not torch.isnan(v)}, sync_dist=False)

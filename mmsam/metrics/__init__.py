@@ -1,4 +1,4 @@
-from mmsam.metrics.binary import BinarySegmentationMetrics
-from mmsam.metrics.segmentation import SegmentationMetrics
+from mmsam.metrics.binary import BinaryScore, BinarySegmentationMetrics, binary_scores
+from mmsam.metrics.segmentation import SegmentationMetrics, SegmentationScore, segmentation_scores
 
-__all__ = ["BinarySegmentationMetrics", "SegmentationMetrics"]
+__all__ = ["BinaryScore", "BinarySegmentationMetrics", "SegmentationMetrics", "SegmentationScore", "binary_scores", "segmentation_scores"]

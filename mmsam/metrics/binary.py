@@ -152,5 +152,40 @@ class BinarySegmentationMetrics(Metric):
         self.count += int(keep.sum())
 
     def compute(self) -> dict[str, torch.Tensor]:  # type: ignore[override]
+        return self.scores_of_state()
+
+    def scores_of_state(self) -> dict[str, torch.Tensor]:
+        """The scores of this process's states (no synchronisation)."""
         n = self.count.clamp(min=1).double()
         return {key: (getattr(self, key) / n).float() for key in self.scores}
+
+    def synced_scores(self) -> dict[str, torch.Tensor]:
+        """:meth:`compute` over all processes without touching the states or ``compute``'s cache
+        (a collective: every process must call it)."""
+        with self.sync_context(dist_sync_fn=self.dist_sync_fn, should_sync=self._to_sync, should_unsync=self._should_unsync):
+            return self.scores_of_state()
+
+
+class BinaryScore(BinarySegmentationMetrics):
+    """One score (``key``) of :class:`BinarySegmentationMetrics` as its own torchmetrics object
+    for Lightning's ``log`` / ``log_dict``; ``scores``: all those computed in ``update`` (the same
+    for every member of a compute group, whose first member alone is updated)."""
+
+    def __init__(self, key: str, *, ignore_index: int | None = 255, scores: Sequence[str] | None = None, **kwargs: Any) -> None:
+        super().__init__(ignore_index=ignore_index, scores=scores, **kwargs)
+        if key not in self.scores:
+            raise ValueError(f"binary score {key!r} is not among those computed, {list(self.scores)}")
+        self.key = key
+
+    def compute(self) -> torch.Tensor:  # type: ignore[override]
+        return self.scores_of_state()[self.key]
+
+
+def binary_scores(*, prefix: str = "", ignore_index: int | None = 255, scores: Sequence[str] | None = None) -> Any:
+    """The binary scores as a ``MetricCollection`` of :class:`BinaryScore` in one compute group (the
+    per-image scores are computed once per batch), logged by Lightning as ``{prefix}Smeasure``, …"""
+    from torchmetrics import MetricCollection
+
+    keys = BinarySegmentationMetrics(ignore_index=ignore_index, scores=scores).scores
+    return MetricCollection({k: BinaryScore(k, ignore_index=ignore_index, scores=scores) for k in keys},
+                            prefix=prefix, compute_groups=[list(keys)])

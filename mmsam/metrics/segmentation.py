@@ -67,6 +67,16 @@ class SegmentationMetrics(MulticlassConfusionMatrix):
         super().update(preds, target)
 
     def compute(self) -> dict[str, torch.Tensor]:  # type: ignore[override]
+        return self.scores_of_state()
+
+    def synced_scores(self) -> dict[str, torch.Tensor]:
+        """Every score of :meth:`compute` plus the ``confmat``, over all processes (a collective:
+        every process must call it) and without touching the states or ``compute``'s cache."""
+        with self.sync_context(dist_sync_fn=self.dist_sync_fn, should_sync=self._to_sync, should_unsync=self._should_unsync):
+            return {**self.scores_of_state(), "confmat": self.confmat.clone()}
+
+    def scores_of_state(self) -> dict[str, torch.Tensor]:
+        """The scores of this process's states (no synchronisation)."""
         cm = self.confmat.double()
         tp = cm.diag()
         gt = cm.sum(1)
@@ -95,3 +105,33 @@ class SegmentationMetrics(MulticlassConfusionMatrix):
             "F1": f1.float(),
             "Acc": acc.float(),
         }
+
+
+SCALAR_SCORES = ("mIoU", "OA", "mAcc", "mF1")
+
+
+class SegmentationScore(SegmentationMetrics):
+    """One score of :class:`SegmentationMetrics` as its own torchmetrics object, so that Lightning
+    can log, synchronise and reset it (``self.log`` / ``log_dict``): ``mIoU``, ``OA``, ``mAcc`` or
+    ``mF1`` (scalars), or the per-class ``IoU`` / ``F1`` / ``Acc`` (for ``ClasswiseWrapper``),
+    times ``scale`` (100: percent). Several of them in a ``MetricCollection`` compute group share
+    one confusion matrix (:func:`segmentation_scores`)."""
+
+    def __init__(self, num_classes: int, *, score: str = "mIoU", scale: float = 100.0, **kwargs: Any) -> None:
+        super().__init__(num_classes, **kwargs)
+        if score not in (*SCALAR_SCORES, "IoU", "F1", "Acc"):
+            raise ValueError(f"score must be one of {[*SCALAR_SCORES, 'IoU', 'F1', 'Acc']}, got {score!r}")
+        self.score, self.scale = score, scale
+
+    def compute(self) -> torch.Tensor:  # type: ignore[override]
+        return self.scores_of_state()[self.score] * self.scale
+
+
+def segmentation_scores(num_classes: int, *, prefix: str = "", postfix: str = "", **kwargs: Any) -> Any:
+    """``mIoU``, ``OA``, ``mAcc``, ``mF1`` (percent) as a ``MetricCollection`` of
+    :class:`SegmentationScore` sharing one confusion matrix (one compute group): Lightning logs it
+    with ``log_dict`` as ``{prefix}mIoU{postfix}``, … ``kwargs``: ``SegmentationMetrics`` options."""
+    from torchmetrics import MetricCollection
+
+    return MetricCollection({k: SegmentationScore(num_classes, score=k, **kwargs) for k in SCALAR_SCORES},
+                            prefix=prefix, postfix=postfix, compute_groups=[list(SCALAR_SCORES)])

@@ -35,10 +35,9 @@ def write_config(path: Path, root: Path, run_dir: Path, **overrides) -> Path:
                 "init_args": {"backbone": "sam_vit_tiny", "img_size": 64, "adapter": {"r": 2, "parts": ["q", "v"]}},
             },
             "loss": "ohem",
-            "lr": 1e-3,
-            "warmup_epochs": 0,
-            "absent_classes": "skip",
-            "eval_modality_subsets": [["rgb"]],
+            "optimizer": {"class_path": "torch.optim.AdamW", "init_args": {"lr": 1e-3}},
+            "lr_scheduler": {"class_path": "mmsam.engine.schedule.WarmupPoly", "init_args": {"warmup_epochs": 0}},
+            "evaluation": {"absent_classes": "skip", "modality_subsets": [["rgb"]]},
         },
         "data": {
             "root": str(root),

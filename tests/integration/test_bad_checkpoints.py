@@ -32,7 +32,7 @@ def _bad_files(folder: Path) -> dict[str, Path]:
 
 @pytest.mark.parametrize("verb", VERBS)
 def test_every_verb_refuses_pickle_and_torn_files_in_one_line(tiny_root, make_config, tmp_path, verb):
-    cfg = make_config(tmp_path / "c.yaml", tiny_root, tmp_path / "run", trainer__max_steps=1, model__eval_modality_subsets=[])
+    cfg = make_config(tmp_path / "c.yaml", tiny_root, tmp_path / "run", trainer__max_steps=1, model__evaluation__modality_subsets=[])
     files = _bad_files(tmp_path)
     for kind, path in files.items():
         res = subprocess.run([sys.executable, "-m", "mmsam.cli", verb, "--config", str(cfg), "--ckpt_path", str(path)],
@@ -50,7 +50,7 @@ def test_every_verb_refuses_pickle_and_torn_files_in_one_line(tiny_root, make_co
 def test_non_checkpoint_torch_file_is_refused(tiny_root, make_config, tmp_path, capsys):
     from mmsam.cli import main
 
-    cfg = make_config(tmp_path / "c.yaml", tiny_root, tmp_path / "run", model__eval_modality_subsets=[])
+    cfg = make_config(tmp_path / "c.yaml", tiny_root, tmp_path / "run", model__evaluation__modality_subsets=[])
     plain = tmp_path / "weights.pt"
     torch.save({"w": torch.zeros(2)}, plain)
     for verb in ("validate", "report"):

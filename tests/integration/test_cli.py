@@ -105,7 +105,7 @@ def test_missing_modality_file_stops_before_training(tiny_root, make_config, tmp
 def test_kill_during_training_then_resume(tiny_root, make_config, tmp_path):
     """SIGKILL a real training process after its first checkpoint, then resume with ``--ckpt_path last``."""
     run = tmp_path / "run"
-    cfg = make_config(tmp_path / "c.yaml", tiny_root, run, trainer__max_epochs=1000, model__eval_modality_subsets=[])
+    cfg = make_config(tmp_path / "c.yaml", tiny_root, run, trainer__max_epochs=1000, model__evaluation__modality_subsets=[])
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     proc = subprocess.Popen([sys.executable, "-m", "mmsam.cli", "fit", "--config", str(cfg)], env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -121,7 +121,7 @@ def test_kill_during_training_then_resume(tiny_root, make_config, tmp_path):
         proc.wait()
     state = torch.load(last, map_location="cpu", weights_only=True)  # not torn: written atomically
     done = state["epoch"]
-    cfg2 = make_config(tmp_path / "c2.yaml", tiny_root, run, trainer__max_epochs=done + 2, model__eval_modality_subsets=[])
+    cfg2 = make_config(tmp_path / "c2.yaml", tiny_root, run, trainer__max_epochs=done + 2, model__evaluation__modality_subsets=[])
     assert main(["fit", "--config", str(cfg2), "--ckpt_path", "last", "--test_after_fit", "false"]) == 0
     resumed = torch.load(last, map_location="cpu", weights_only=True)
     # no optimiser step lost or repeated: 2 steps per epoch up to the new max_epochs
@@ -140,13 +140,14 @@ def test_print_config_lists_documented_keys(tiny_root, make_config, tmp_path, ca
         main(["fit", "--config", str(cfg), "--print_config"])
     assert exit_info.value.code == 0
     out = capsys.readouterr().out
-    for key in ("class_path: mmsam.methods.SamLoRA", "ohem_thresh: 0.7", "parts:", "scale_range:", "precision:"):
+    for key in ("class_path: mmsam.methods.SamLoRA", "ohem_thresh: 0.7", "parts:", "scale_range:", "precision:",
+                "class_path: torch.optim.AdamW", "class_path: mmsam.engine.schedule.WarmupPoly", "window_edges: unique"):
         assert key in out
 
 
 def test_bf16_mixed_precision_trains_on_cpu(tiny_root, make_config, tmp_path):
     cfg = make_config(tmp_path / "c.yaml", tiny_root, tmp_path / "run", trainer__precision="bf16-mixed",
-                      trainer__max_steps=2, model__eval_modality_subsets=[])
+                      trainer__max_steps=2, model__evaluation__modality_subsets=[])
     assert main(["fit", "--config", str(cfg), "--test_after_fit", "false"]) == 0
     state = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
     assert state["global_step"] == 2
@@ -160,7 +161,7 @@ def test_missing_modality_table_for_every_method(tiny_root, make_config, tmp_pat
         init["adapter"] = {"r": 2, "parts": ["q", "v"]}
     cfg = make_config(tmp_path / "c.yaml", tiny_root, tmp_path / "run", trainer__max_steps=2,
                       model__method={"class_path": method, "init_args": init},
-                      model__eval_modality_subsets="all", model__modality_dropout=0.3)
+                      model__evaluation__modality_subsets="all", model__modality_dropout=0.3)
     assert main(["fit", "--config", str(cfg), "--test_after_fit", "false"]) == 0
     capsys.readouterr()
     assert main(["test", "--config", str(cfg), "--ckpt_path", str(tmp_path / "run/checkpoints/last.ckpt")]) == 0

@@ -24,13 +24,12 @@ def test_fit_output_has_no_lightning_notices(tiny_root, make_config, tmp_path):
     "extra,expected",
     [
         (["--model.method.init_args.adapter.rank", "8"], "did you mean 'r'?"),
-        (["--model.lrr", "0.1"], "did you mean 'lr'?"),
+        (["--model.lossx", "ce"], "did you mean 'loss'?"),
         (["--trainer.max_epochs", "abc"], "trainer.max_epochs: expected int, got 'abc'"),
         (["--model.method.init_args.adapter.r", "0"], "LoRA r (the rank) must be an integer >= 1, got 0"),
         (["--model.method.init_args.adapter.r", "-2"], "must be an integer >= 1, got -2"),
-        (["--model.lr", "-1"], "lr must be > 0, got -1.0"),
-        (["--model.lr", "0"], "lr must be > 0, got 0.0"),
-        (["--model.weight_decay", "-0.1"], "weight_decay must be >= 0, got -0.1"),
+        (["--model.optimizer.init_args.lr", "-1"], "model.optimizer: Invalid learning rate: -1.0"),
+        (["--model.lr", "0.1"], "config key 'model.lr' was replaced: use model.optimizer.init_args.lr"),  # a replaced key
     ],
 )
 def test_config_errors_are_one_line(tiny_root, make_config, tmp_path, extra, expected):
@@ -49,6 +48,46 @@ def test_unknown_yaml_key_at_depth_is_named_with_a_suggestion(tiny_root, make_co
     err = res.stderr.strip().splitlines()
     assert res.returncode == 2 and len(err) <= 2, res.stderr[-2000:]
     assert "adapter.rank" in err[-1] and "did you mean 'r'?" in err[-1]
+
+
+@pytest.mark.parametrize(
+    "key,value,expected",
+    [
+        ("lr", 0.1, "config key 'model.lr' was replaced: use model.optimizer.init_args.lr"),
+        ("milestones", [2, 4], "'model.milestones' was replaced: use model.lr_scheduler.init_args.milestones (class_path: torch.optim.lr_scheduler.MultiStepLR)"),
+        ("poly_power", 1.0, "'model.poly_power' was replaced: use model.lr_scheduler.init_args.power"),
+        ("eval_window", 256, "config key 'model.eval_window' was replaced: use model.evaluation.window"),
+        ("optimizer", "sgd", "'sgd' is no longer a name: use model.optimizer: {class_path: torch.optim.SGD"),
+        ("optimizer", {"class_path": "torch.optim.SGD", "init_args": {"lr": 0.1, "weight_decay": -0.1}},
+         "model.optimizer: Invalid weight_decay value: -0.1"),
+        ("lr_scheduler", {"class_path": "mmsam.engine.schedule.WarmupPoly", "init_args": {"warmup_ratio": 2}}, "warmup_ratio in [0, 1]"),
+    ],
+)
+def test_replaced_yaml_keys_name_the_new_key(make_config, tmp_path, key, value, expected):
+    """An old config's optimiser / schedule keys: one line saying where the value goes now (as the CLI prints it)."""
+    from argparse import ArgumentError
+
+    from mmsam.cli import lightning_main
+    from mmsam.cli_support import config_error_line
+
+    cfg = make_config(tmp_path / "c.yaml", tmp_path, tmp_path / "run", **{f"model__{key}": value})
+    with pytest.raises((ArgumentError, ValueError)) as e:  # a constructor's ConfigError arrives wrapped in a ValueError
+        lightning_main(["--config", str(cfg)], run=False)
+    line = config_error_line(e.value)
+    assert expected in line and "\n" not in line
+
+
+def test_older_checkpoint_hyper_parameters_are_translated():
+    """A checkpoint written before model.optimizer / lr_scheduler / evaluation still tests: its
+    evaluation keys move under `evaluation`, its optimiser keys are left to the config."""
+    from mmsam.cli_support import legacy_hparams
+
+    old = {"loss": "ce", "lr": 0.01, "optimizer": "sgd", "milestones": [24], "warmup_epochs": 10.0, "poly_extra_epochs": 1,
+           "eval_window": 256, "eval_stride": 32, "absent_classes": "zero", "eval_classes": ["a"], "modality_dropout": 0.0}
+    assert legacy_hparams(old) == {"loss": "ce", "modality_dropout": 0.0,
+                                   "evaluation": {"window": 256, "stride": 32, "absent_classes": "zero", "classes": ["a"]}}
+    new = {"loss": "ce", "evaluation": {"window": 256}, "no_weight_decay_1d": True}
+    assert legacy_hparams(new) is new
 
 
 def test_integer_limit_batches_means_batches(tiny_root, make_config, tmp_path):

@@ -52,7 +52,7 @@ def test_fit_conv_lora_sam_on_a_binary_folder_set(binary_root, make_config, tmp_
               "init_args": {"backbone": "sam_vit_tiny", "img_size": 64, "adapter": CONV_LORA}}
     cfg = make_config(
         tmp_path / "c.yaml", binary_root, tmp_path / "run",
-        model__method=method, model__loss="ce", model__eval_modality_subsets=None,
+        model__method=method, model__loss="ce", model__evaluation__modality_subsets=None,
         data__dataset="binary_folder", data__modalities=["rgb"], data__batch_size=2, data__eval_batch_size=2,
     )
     assert main(["fit", "--config", str(cfg)]) == 0
@@ -124,7 +124,7 @@ def test_every_binary_recipe_is_the_official_one():
     for name, (lr, epochs, loss) in expected.items():
         cfg = yaml.safe_load((RECIPES / name).read_text())
         init = cfg["model"]["method"]["init_args"]
-        assert (cfg["model"]["lr"], cfg["trainer"]["max_epochs"], init["binary_loss"]) == (lr, epochs, loss), name
+        assert (cfg["model"]["optimizer"]["init_args"]["lr"], cfg["trainer"]["max_epochs"], init["binary_loss"]) == (lr, epochs, loss), name
         lora = init["adapter"]["init_args"]
         assert ConvLoRAConfig(**lora) == ConvLoRAConfig(), name  # rank 3, alpha 32, 8 experts, top-1, ...
         assert init["backbone"] == "sam_vit_h" and cfg["trainer"]["accumulate_grad_batches"] * cfg["data"]["batch_size"] == 4

@@ -7,10 +7,15 @@ import os
 import re
 import subprocess
 import sys
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
+import torch
+import torch.multiprocessing as mp
 import yaml
+from torch import nn
+from torch.utils.data import DataLoader, IterableDataset
 
 from mmsam.data.synthetic import generate_deliver
 
@@ -42,7 +47,8 @@ def _config(path: Path, root: Path, run: Path, method: dict, loss: str, devices:
                     "max_steps": 2, "default_root_dir": str(run), "num_sanity_val_steps": 0, "log_every_n_steps": 1,
                     "enable_progress_bar": False, "enable_model_summary": False, "logger": False,
                     "callbacks": [{"class_path": "mmsam.engine.RankSyncCheck"}]},
-        "model": {"method": method, "loss": loss, "lr": 1e-2, "warmup_epochs": 0},
+        "model": {"method": method, "loss": loss, "optimizer": {"class_path": "torch.optim.AdamW", "init_args": {"lr": 1e-2}},
+                  "lr_scheduler": {"class_path": "mmsam.engine.schedule.WarmupPoly", "init_args": {"warmup_epochs": 0}}},
         "data": {"root": str(root), "train_size": 64, "eval_size": 64, "batch_size": 2, "eval_batch_size": 2, "num_workers": 0},
     }
     path.write_text(yaml.safe_dump(cfg, sort_keys=False))
@@ -75,3 +81,92 @@ def test_method_trains_and_evaluates_on_two_processes(name: str, odd_root: Path,
     one = _run(["validate", "--config", str(cfg1), "--ckpt_path", str(ckpt)])
     assert two.returncode == 0 and one.returncode == 0, (two.stderr[-2000:], one.stderr[-2000:])
     assert _miou(two.stdout) == _miou(one.stdout)
+
+
+# ---- a process that sees no batch still enters every metric synchronisation --------------------
+CLASSES = ["a", "b", "c"]
+
+
+class _PixelMethod(nn.Module):
+    """A 1×1 convolution over the summed modalities (any image size)."""
+
+    def __init__(self, num_classes: int, modalities: list[str]) -> None:
+        super().__init__()
+        self.modalities = tuple(modalities)
+        self.conv = nn.Conv2d(3, num_classes, 1)
+
+    def forward(self, batch: dict) -> dict:
+        return {"logits": self.conv(sum(batch["modalities"].values()))}
+
+    def param_groups(self) -> dict:
+        return {"adapters": [], "fusion": [], "heads": list(self.conv.parameters())}
+
+
+class _OnlyOnRank(IterableDataset):
+    """All samples on ``rank`` 0, none on the others (no length: Lightning runs the loop everywhere)."""
+
+    def __init__(self, rank: int, n: int = 3) -> None:
+        g = torch.Generator().manual_seed(0)
+        self.x = torch.randn(n, 2, 3, 8, 8, generator=g)
+        self.y = torch.randint(0, len(CLASSES), (n, 8, 8), generator=g)
+        self.rank = rank
+
+    def __iter__(self):
+        for i in range(len(self.y) if self.rank == 0 else 0):
+            yield {"modalities": {"rgb": self.x[i, 0], "depth": self.x[i, 1]},
+                   "present": {"rgb": torch.tensor(True), "depth": torch.tensor(True)}, "label": self.y[i]}
+
+
+def _scores(rank: int, world: int) -> dict[str, float]:
+    import lightning.pytorch as pl
+    from lightning.pytorch.strategies import DDPStrategy
+
+    from mmsam.engine import SegmentationTask
+    from mmsam.engine.evaluation import Evaluation
+    from mmsam.engine.val_images import ValidationImages
+
+    torch.manual_seed(0)
+    task = SegmentationTask(_PixelMethod, num_classes=3, modalities=["rgb", "depth"], class_names=CLASSES, loss="ce",
+                            evaluation=Evaluation(modality_subsets=[["rgb"]]))
+    strategy = DDPStrategy(process_group_backend="gloo", timeout=timedelta(seconds=30)) if world > 1 else "auto"
+    trainer = pl.Trainer(accelerator="cpu", devices=world, strategy=strategy, logger=False, enable_checkpointing=False,
+                         enable_progress_bar=False, enable_model_summary=False, use_distributed_sampler=False,
+                         callbacks=[ValidationImages(max_samples=0)])
+    out = trainer.validate(task, DataLoader(_OnlyOnRank(rank), batch_size=2), verbose=False)[0]
+    return {k: float(v) for k, v in out.items()}
+
+
+def _uneven_worker(rank: int, port: int, queue) -> None:
+    torch.set_num_threads(1)  # a forked child must not reuse the parent's OpenMP pool
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), WORLD_SIZE="2", NODE_RANK="0", LOCAL_RANK=str(rank))
+    try:
+        queue.put((rank, _scores(rank, 2)))
+    except BaseException as e:  # noqa: BLE001  (reported to the test, which fails with it)
+        queue.put((rank, repr(e)))
+        raise
+
+
+def test_a_process_without_batches_still_enters_the_metric_synchronisation() -> None:
+    """Process 1 gets no batch: both processes must compute (synchronise) every logged metric —
+    scalars, per-subset scores, the per-class ClasswiseWrapper — or process 0 would wait forever."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    ctx = mp.get_context("fork")  # the children start with this process's imports (spawn re-imports: ~15 s more)
+    queue = ctx.Queue()
+    procs = [ctx.Process(target=_uneven_worker, args=(r, port, queue)) for r in range(2)]
+    for p in procs:
+        p.start()
+    try:
+        got = dict(queue.get(timeout=120) for _ in range(2))
+    finally:
+        for p in procs:
+            p.join(timeout=30)
+            if p.is_alive():
+                p.kill()
+    assert all(isinstance(v, dict) for v in got.values()), got
+    one = _scores(0, 1)
+    assert {"val/mIoU", "val/OA", "val/IoU/a", "val/mIoU@rgb"} <= one.keys()
+    assert got[0] == pytest.approx(one) and got[1] == pytest.approx(one)  # every process holds the synchronised values

@@ -12,10 +12,10 @@ def test_fit_test_report_with_sliding_windows(tiny_root, make_config, tmp_path, 
     cfg = make_config(
         tmp_path / "c.yaml", tiny_root, tmp_path / "run",
         trainer__max_epochs=2, trainer__limit_train_batches=1, data__eval_size=96,
-        model__optimizer="sgd", model__lr=1e-2, model__weight_decay=5e-4,
-        model__lr_schedule="multistep", model__milestones=[1], model__gamma=0.1,
-        model__eval_window=64, model__eval_stride=32, model__eval_window_batch=3,
-        model__eval_classes=["Building", "Road", "Vegetation", "Sky"], model__eval_modality_subsets=[],
+        model__optimizer={"class_path": "torch.optim.SGD", "init_args": {"lr": 1e-2, "momentum": 0.9, "weight_decay": 5e-4}},
+        model__lr_scheduler={"class_path": "torch.optim.lr_scheduler.MultiStepLR", "init_args": {"milestones": [1], "gamma": 0.1}},
+        model__evaluation__window=64, model__evaluation__stride=32, model__evaluation__window_batch=3,
+        model__evaluation__classes=["Building", "Road", "Vegetation", "Sky"], model__evaluation__modality_subsets=[],
     )
     assert main(["fit", "--config", str(cfg), "--test_after_fit", "false"]) == 0
     ckpt = tmp_path / "run" / "checkpoints" / "last.ckpt"

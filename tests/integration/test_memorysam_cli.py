@@ -20,7 +20,7 @@ def test_fit_memorysam_with_every_modality_subset(tiny_root, make_config, tmp_pa
               "init_args": {"backbone": "sam2_hiera_micro", "img_size": 64,
                             "adapter": {"r": 2, "parts": ["q", "v"], "slice_width": "in"}}}
     cfg = make_config(tmp_path / "c.yaml", tiny_root, tmp_path / "run",
-                      model__method=method, model__eval_modality_subsets="all")
+                      model__method=method, model__evaluation__modality_subsets="all")
     assert main(["fit", "--config", str(cfg)]) == 0
     out = capsys.readouterr()
     text = out.out + out.err

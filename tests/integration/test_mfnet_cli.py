@@ -38,8 +38,9 @@ def test_fit_mfnet_with_the_tiny_sam(adapter, tiny_root, make_config, tmp_path, 
                             "adapter": {"class_path": f"mmsam.adapters.{adapter}"}}}
     cfg = make_config(
         tmp_path / "c.yaml", tiny_root, tmp_path / "run", model__method=method, model__loss="ce",
-        model__optimizer="sgd", model__lr=0.01, model__weight_decay=5e-4, model__lr_schedule="multistep",
-        model__milestones=[1], data__modalities=["rgb", "depth"], model__modality_dropout=0.5,
+        model__optimizer={"class_path": "torch.optim.SGD", "init_args": {"lr": 0.01, "momentum": 0.9, "weight_decay": 5e-4}},
+        model__lr_scheduler={"class_path": "torch.optim.lr_scheduler.MultiStepLR", "init_args": {"milestones": [1], "gamma": 0.1}},
+        data__modalities=["rgb", "depth"], model__modality_dropout=0.5,
     )
     assert main(["fit", "--config", str(cfg)]) == 0
     text = capsys.readouterr().out
@@ -70,19 +71,21 @@ def test_recipes_are_the_papers():
                 assert target_module_names(vit, recipe, (torch.nn.Module,)) == target_module_names(vit, cls(), (torch.nn.Module,)), path
                 assert init["dfm"] is True and init["decode_channels"] == 64, path
                 m, d = cfg["model"], cfg["data"]
-                assert (m["optimizer"], m["lr"], m["momentum"], m["weight_decay"]) == ("sgd", 0.01, 0.9, 5e-4), path
-                assert (m["lr_schedule"], m["milestones"], m["gamma"], m["loss"]) == ("multistep", [24, 34, 44], 0.1, "ce"), path
-                assert cfg["trainer"]["max_epochs"] == 50 and m["eval_window"] == 256, path
+                assert m["optimizer"] == {"class_path": "torch.optim.SGD", "init_args": {"lr": 0.01, "momentum": 0.9, "weight_decay": 5e-4}}, path
+                assert m["lr_scheduler"] == {"class_path": "torch.optim.lr_scheduler.MultiStepLR",
+                                             "init_args": {"milestones": [24, 34, 44], "gamma": 0.1}}, path
+                assert m["loss"] == "ce", path
+                assert cfg["trainer"]["max_epochs"] == 50 and m["evaluation"]["window"] == 256, path
                 batch = 4 if v == "h" else 10
                 assert d["batch_size"] == batch, path
                 assert d["train_samples_per_epoch"] == batch * (500 if ds == "mmhunan" else 1000), path
                 assert d["dataset"] == ds and d["modalities"] == (["irrg", "dsm"] if ds == "vaihingen" else ["rgb", "dsm"]), path
                 assert (d["train_size"], d["eval_size"], d["vflip_prob"], d["flip_prob"]) == (256, None, 0.5, 0.5), path
                 if ds == "mmhunan":
-                    assert len(m["eval_classes"]) == 7 and "dataset_options" not in d, path
+                    assert len(m["evaluation"]["classes"]) == 7 and "dataset_options" not in d, path
                 else:
-                    assert "clutter" not in m["eval_classes"] and len(m["eval_classes"]) == 5, path
-                    assert d["dataset_options"] == {"train_window": 256, "eroded_test_labels": True} and d["scale_range"] is None and m["eval_stride"] == 32, path
+                    assert "clutter" not in m["evaluation"]["classes"] and len(m["evaluation"]["classes"]) == 5, path
+                    assert d["dataset_options"] == {"train_window": 256, "eroded_test_labels": True} and d["scale_range"] is None and m["evaluation"]["stride"] == 32, path
 
 
 @pytest.mark.parametrize("key", sorted(TABLE_VI), ids=lambda k: f"{k[0]}_vit_{k[1]}")

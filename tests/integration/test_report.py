@@ -17,7 +17,7 @@ def _section(text: str, title: str) -> list[list[str]]:
 
 
 def test_report_matches_test_scores_and_draws_figures(tiny_root, make_config, tmp_path, capsys):
-    cfg = make_config(tmp_path / "c.yaml", tiny_root, tmp_path / "run", trainer__max_steps=2, model__eval_modality_subsets=[])
+    cfg = make_config(tmp_path / "c.yaml", tiny_root, tmp_path / "run", trainer__max_steps=2, model__evaluation__modality_subsets=[])
     assert main(["fit", "--config", str(cfg), "--test_after_fit", "false"]) == 0
     ckpt = tmp_path / "run" / "checkpoints" / "last.ckpt"
     capsys.readouterr()

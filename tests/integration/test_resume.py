@@ -27,7 +27,7 @@ def _config(make_config, tmp_path: Path, root: Path, run: Path, name: str, **kw)
     return make_config(
         tmp_path / f"{name}.yaml", root, run,
         trainer__max_epochs=3, trainer__callbacks=[{"class_path": "killer.KillAt"}],
-        model__eval_modality_subsets=[], model__modality_dropout=0.3,  # training draws from the RNG too
+        model__evaluation__modality_subsets=[], model__modality_dropout=0.3,  # training draws from the RNG too
         model__method__init_args__adapter={"r": 2, "parts": ["q", "v"], "dropout": 0.1},
         **kw,
     )

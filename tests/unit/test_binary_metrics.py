@@ -11,6 +11,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from mmsam.engine import SegmentationTask
+from mmsam.engine.evaluation import Evaluation
 from mmsam.errors import ConfigError
 from mmsam.metrics import BinarySegmentationMetrics
 
@@ -208,7 +209,7 @@ def trainer() -> pl.Trainer:
 
 def test_task_logs_binary_scores_in_validate_and_test(capsys):
     data = BinaryTiles()
-    task = make_task(binary_metrics=True)
+    task = make_task(evaluation=Evaluation(binary_metrics=True))
     val = trainer().validate(task, DataLoader(data, batch_size=2), verbose=False)[0]
     out = capsys.readouterr().out
     test = trainer().test(task, DataLoader(data, batch_size=2), verbose=False)[0]
@@ -224,7 +225,7 @@ def test_task_logs_binary_scores_in_validate_and_test(capsys):
 
 def test_task_with_sliding_windows_scores_the_same_logits():
     data = BinaryTiles(n=2, h=40, w=56)
-    task = make_task(binary_metrics=True, eval_window=24, eval_stride=16)
+    task = make_task(evaluation=Evaluation(binary_metrics=True, window=24, stride=16))
     logged = trainer().validate(task, DataLoader(data, batch_size=1), verbose=False)[0]
     ref = BinarySegmentationMetrics()
     batch = {"modalities": {"rgb": data.x}, "present": {"rgb": torch.ones(2, dtype=torch.bool)}, "label": data.y}
@@ -241,7 +242,7 @@ def test_default_logs_no_binary_scores():
 
 def test_binary_metrics_need_two_classes():
     with pytest.raises(ConfigError, match="binary_metrics"):
-        SegmentationTask(ThresholdMethod, num_classes=3, modalities=["rgb"], loss="ce", binary_metrics=True)
+        SegmentationTask(ThresholdMethod, num_classes=3, modalities=["rgb"], loss="ce", evaluation=Evaluation(binary_metrics=True))
 
 
 # ---- Binary_IoU (official Conv-LoRA model selection for leaf / road / ISIC) ----------------------
@@ -300,7 +301,7 @@ def test_binary_scores_unknown_name():
 
 def test_task_logs_binary_iou_only_when_asked(capsys):
     data = BinaryTiles()
-    task = make_task(binary_metrics=["Binary_IoU"])
+    task = make_task(evaluation=Evaluation(binary_metrics=["Binary_IoU"]))
     logged = trainer().validate(task, DataLoader(data, batch_size=2), verbose=True)[0]
     ref = BinarySegmentationMetrics(scores=["Binary_IoU"])
     ref.update(task.method({"modalities": {"rgb": data.x}})["logits"], data.y)

@@ -1,12 +1,15 @@
 """MemorySAM's semantic prototype memory: hand-made values, training-only, checkpoints, DDP."""
 from __future__ import annotations
 
+from functools import partial
+
 import lightning.pytorch as pl
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 from torch.utils.data import DataLoader
 
+from mmsam.engine.schedule import WarmupPoly
 from mmsam.engine.task import SegmentationTask
 from mmsam.losses.prototype import CODE_SCALE, SemanticPrototypeMemory
 from mmsam.methods import MemorySAM
@@ -133,7 +136,7 @@ def _trainer(steps, **kw):
 
 def test_prototypes_survive_a_checkpoint_and_resume(tmp_path):
     loader = DataLoader(_items(), batch_size=2)
-    task = SegmentationTask(lambda k, mods: _model(True), num_classes=4, modalities=MODS, warmup_epochs=0)
+    task = SegmentationTask(lambda k, mods: _model(True), num_classes=4, modalities=MODS, lr_scheduler=partial(WarmupPoly, warmup_epochs=0))
     trainer = _trainer(2)
     trainer.fit(task, train_dataloaders=loader)
     saved = task.method.spmm.prototypes.clone()
@@ -142,7 +145,7 @@ def test_prototypes_survive_a_checkpoint_and_resume(tmp_path):
     state = torch.load(tmp_path / "last.ckpt", map_location="cpu", weights_only=True)
     assert torch.equal(state["state_dict"]["method.spmm.prototypes"], saved)
 
-    fresh = SegmentationTask(lambda k, mods: _model(True), num_classes=4, modalities=MODS, warmup_epochs=0)
+    fresh = SegmentationTask(lambda k, mods: _model(True), num_classes=4, modalities=MODS, lr_scheduler=partial(WarmupPoly, warmup_epochs=0))
     assert fresh.method.spmm.prototypes.abs().sum() == 0
     rec = _RecordAtStart()
     _trainer(4, callbacks=[rec]).fit(fresh, train_dataloaders=loader, ckpt_path=tmp_path / "last.ckpt")

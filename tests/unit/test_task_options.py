@@ -1,6 +1,8 @@
 """SegmentationTask options: optimiser and multi-step schedule, sliding-window evaluation in
-validate / test / predict, eval_classes."""
+validate / test / predict, evaluation.classes."""
 from __future__ import annotations
+
+from functools import partial
 
 import lightning.pytorch as pl
 import pytest
@@ -9,7 +11,9 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from mmsam.engine import SegmentationTask
-from mmsam.engine.task import format_table
+from mmsam.engine.schedule import WarmupPoly
+from mmsam.engine.evaluation import Evaluation
+from mmsam.engine.tables import format_table
 from mmsam.errors import ConfigError
 from mmsam.metrics import SegmentationMetrics
 
@@ -69,7 +73,8 @@ def trainer(**kw) -> pl.Trainer:
 
 def test_sgd_multistep_gives_mfnets_effective_schedule():
     """milestones [2, 4] count completed epochs: lr 1e-2 for epochs 1-2, 1e-3 for 3-4, 1e-4 after."""
-    task = make_task(optimizer="sgd", lr=1e-2, momentum=0.9, weight_decay=5e-4, lr_schedule="multistep", milestones=[2, 4], gamma=0.1)
+    task = make_task(optimizer=partial(torch.optim.SGD, lr=1e-2, momentum=0.9, weight_decay=5e-4),
+                     lr_scheduler=partial(torch.optim.lr_scheduler.MultiStepLR, milestones=[2, 4], gamma=0.1))
     seen: dict[int, list[float]] = {}
 
     class Record(pl.Callback):
@@ -87,26 +92,30 @@ def test_sgd_multistep_gives_mfnets_effective_schedule():
 
 
 def test_default_optimiser_and_schedule_unchanged():
-    task = make_task(lr=1e-3, warmup_epochs=1)
+    task = make_task()
     t = trainer(max_epochs=2, limit_val_batches=0)
     t.fit(task, DataLoader(Tiles(4, 32, 32), batch_size=2))
-    assert isinstance(t.optimizers[0], torch.optim.AdamW)
-    assert t.lr_scheduler_configs[0].interval == "step"
+    opt = t.optimizers[0]
+    assert isinstance(opt, torch.optim.AdamW) and opt.defaults["lr"] == 6e-4 and opt.defaults["weight_decay"] == 0.01
+    sched = t.lr_scheduler_configs[0]
+    assert isinstance(sched.scheduler, WarmupPoly) and sched.interval == "step"
+    assert (sched.scheduler.warmup_ratio, sched.scheduler.power, sched.scheduler.warmup_steps, sched.scheduler.total_steps) == (0.1, 0.9, 20, 4)
 
 
 @pytest.mark.parametrize(
     "kw,message",
     [
-        ({"eval_window": 32, "eval_stride": 48}, "eval_stride"),
-        ({"eval_window": 32, "eval_stride": 0}, "eval_stride"),
-        ({"eval_window": -4}, "eval_window"),
-        ({"eval_stride": 16}, "eval_window"),
-        ({"eval_window": 32, "eval_window_batch": 0}, "eval_window_batch"),
-        ({"lr_schedule": "multistep"}, "milestones"),
-        ({"lr_schedule": "multistep", "milestones": [4, 2]}, "milestones"),
-        ({"eval_classes": ["building", "roads"]}, "roads"),
-        ({"eval_window": 32, "val_stride": 40}, "val_stride"),
-        ({"val_stride": 8}, "eval_window"),
+        ({"evaluation": {"window": 32, "stride": 48}}, "model.evaluation.stride"),
+        ({"evaluation": {"window": 32, "stride": 0}}, "model.evaluation.stride"),
+        ({"evaluation": {"window": -4}}, "model.evaluation.window"),
+        ({"evaluation": {"stride": 16}}, "model.evaluation.window is not"),
+        ({"evaluation": {"window": 32, "window_batch": 0}}, "model.evaluation.window_batch"),
+        ({"optimizer": partial(torch.optim.SGD, lr=-1.0)}, "model.optimizer: Invalid learning rate"),
+        ({"lr_scheduler": partial(torch.optim.lr_scheduler.MultiStepLR, milestone=[2])}, "model.lr_scheduler: .*milestone"),
+        ({"evaluation": {"classes": ["building", "roads"]}}, "model.evaluation.classes .*roads"),
+        ({"evaluation": {"window": 32, "val_stride": 40}}, "model.evaluation.val_stride"),
+        ({"evaluation": {"val_stride": 8}}, "model.evaluation.window is not"),
+        ({"evaluation": {"modality_subsets": [["rgb", "lidar"]]}}, "model.evaluation.modality_subsets"),
     ],
 )
 def test_bad_options_are_refused(kw, message):
@@ -115,7 +124,7 @@ def test_bad_options_are_refused(kw, message):
 
 
 def test_eval_window_used_in_validate_test_and_predict_on_larger_tiles():
-    task = make_task(eval_window=32, eval_stride=16, eval_window_batch=3, eval_modality_subsets=[["rgb"]])
+    task = make_task(evaluation=Evaluation(window=32, stride=16, window_batch=3, modality_subsets=[["rgb"]]))
     data = DataLoader(Tiles(2, 50, 70), batch_size=1)
     t = trainer()
     t.validate(task, data, verbose=False)
@@ -135,7 +144,7 @@ def test_eval_window_used_in_validate_test_and_predict_on_larger_tiles():
 
 
 def test_val_stride_applies_to_validation_only():
-    task = make_task(eval_window=32, eval_stride=8, val_stride=32)
+    task = make_task(evaluation=Evaluation(window=32, stride=8, val_stride=32))
     data = DataLoader(Tiles(1, 64, 64), batch_size=1)
     t = trainer()
     t.validate(task, data, verbose=False)
@@ -156,11 +165,11 @@ def test_eval_classes_change_means_not_oa_and_are_marked():
     scores = {}
     for key, classes in (("all", None), ("five", CLASSES[:5])):
         torch.manual_seed(0)
-        task = make_task(eval_classes=classes)
+        task = make_task(evaluation=Evaluation(classes=classes))
         scores[key] = trainer().test(task, data, verbose=False)[0]
     assert scores["five"]["test/OA"] == pytest.approx(scores["all"]["test/OA"])
     assert scores["five"]["test/mIoU"] != pytest.approx(scores["all"]["test/mIoU"])
-    assert task.metrics["test_0"].mean_over == [0, 1, 2, 3, 4]
+    assert task.mean_over == [0, 1, 2, 3, 4] and task.metrics["test_0"]["mIoU"].mean_over == [0, 1, 2, 3, 4]
 
     s = {"IoU": torch.full((6,), 0.5), "F1": torch.full((6,), 0.6), "Acc": torch.full((6,), 0.7),
          "mIoU": torch.tensor(0.5), "OA": torch.tensor(0.8), "mAcc": torch.tensor(0.7), "mF1": torch.tensor(0.6)}
@@ -178,7 +187,8 @@ def test_poly_extra_epoch_and_no_decay_1d_reach_the_optimiser():
         def on_train_batch_start(self, trainer, module, batch, idx):
             lrs.append(trainer.optimizers[0].param_groups[0]["lr"])
 
-    task = make_task(lr=1.0, warmup_epochs=0, poly_power=1.0, poly_extra_epochs=1, no_weight_decay_1d=True, weight_decay=0.5)
+    task = make_task(optimizer=partial(torch.optim.AdamW, lr=1.0, weight_decay=0.5), no_weight_decay_1d=True,
+                     lr_scheduler=partial(WarmupPoly, warmup_epochs=0, power=1.0, extra_epochs=1))
     t = trainer(max_epochs=2, callbacks=[Record()], limit_val_batches=0)
     t.fit(task, DataLoader(Tiles(4, 32, 32), batch_size=2))  # 2 steps per epoch: decay over 6 steps
     assert lrs == pytest.approx([1 - s / 6 for s in range(4)])
