@@ -1,6 +1,6 @@
 """Conv-LoRA (Zhong et al., ICLR 2024): LoRA with a mixture of multi-scale convolution experts.
 
-Spec: ``../shared/reference/convlora.md`` §2.2 (from the official AutoGluon code); choices where
+Source: the official AutoGluon ``multimodal/models/adaptation_layers.py`` (``ConvLoRALinear``); choices where
 it is vague: ``docs/methods/conv_lora.md``. On a frozen Linear (SAM's / Hiera's fused ``attn.qkv``)::
 
     z  = A x                       (B', h, w, r): the low-rank bottleneck on the input's own token grid
@@ -31,12 +31,12 @@ from mmsam.adapters.lora import LoRAConfig, _slices
 
 @dataclass
 class ConvLoRAConfig(LoRAConfig):
-    """Conv-LoRA hyper-parameters (defaults: the official example and preset, convlora.md §3).
+    """Conv-LoRA hyper-parameters (defaults: the official example and preset, official run_semantic_segmentation.py).
 
     Args:
         r: rank (3). alpha: the update is scaled by ``alpha / r`` (32). dropout: on the input (0).
         parts: ``None`` adapts the whole fused qkv output with one bottleneck (the official
-            injection, convlora.md §2.1); ``["q", "v"]`` gives each slice its own Conv-LoRA.
+            injection, official AutoGluon presets.py); ``["q", "v"]`` gives each slice its own Conv-LoRA.
         num_experts: M, number of convolution experts (8).
         scales: each expert's resize factor; ``None`` means ``1, 2, ..., M`` (upsampling only).
         top_k: experts used per sample (1).
@@ -96,7 +96,7 @@ class ConvExpert(nn.Module):
         super().__init__()
         self.scale = float(scale)
         self.conv = nn.Conv2d(channels, channels, kernel_size, padding=kernel_size // 2)
-        nn.init.zeros_(self.conv.bias)  # the weight keeps PyTorch's default init (spec §2.2 step 5)
+        nn.init.zeros_(self.conv.bias)  # the weight keeps PyTorch's default init (as AutoGluon's ``ConvLoRALinear``)
         self.act = nn.GELU()
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:

@@ -2,7 +2,7 @@
 
 Written here rather than taken from PEFT because SAM and SAM 2 both fuse attention into one
 ``qkv`` Linear and the SAM-based papers adapt only its q and v slices (MemorySAM's
-``LoRA_Sam``, MLE-SAM Eq. 5; ``../shared/reference/memorysam.md`` §2), which PEFT's
+``LoRA_Sam``, MLE-SAM Eq. 5; official MemorySAM sam_lora_image_encoder_seg.py), which PEFT's
 ``target_modules`` cannot express, and because later adapters of this family (per-modality
 experts) share this layer's contract and read the batch's modality layout.
 """
@@ -38,7 +38,7 @@ class LoRAConfig(AdapterConfig):
             ``"out"``: the whole part (d_out channels). ``"in"``: d_in channels, as MemorySAM's
             official wrapper (``qkv[..., :d_in] += q``, ``qkv[..., -d_in:] += v``): the first
             d_in channels of q (and of k), the *last* d_in channels of v
-            (``../shared/reference/memorysam.md`` §2.2). Both agree where d_out == d_in.
+            (official MemorySAM LoRA_Sam). Both agree where d_out == d_in.
             ``"in"`` needs ``parts`` and is implemented by the plain LoRA layer (and MoE-LoRA experts).
     """
 

@@ -4,7 +4,7 @@ The modalities of a batch go through the frozen encoder together, stacked modali
 each expert updates only its modality's contiguous chunk of the input, read from the current
 :class:`~mmsam.adapters.layout.ModalityLayout`. Each expert is the update of any registered
 LoRA-family adapter (plain LoRA on the q and v slices of the fused qkv as in MLE-SAM Eq. 5,
-``../shared/reference/mlesam.md`` §2.2, or e.g. Conv-LoRA), so a modality's features equal a
+MLE-SAM Eq. 5, or e.g. Conv-LoRA), so a modality's features equal a
 forward with its own adapter alone, while the encoder still runs once.
 """
 from __future__ import annotations

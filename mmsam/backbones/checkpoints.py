@@ -1,6 +1,6 @@
 """Official SAM / SAM 2 checkpoint files, read unchanged and checked key by key.
 
-Formats (``reference/ecosystem.md`` §5):
+Formats (the official build_sam.py loaders):
 
 - SAM ``.pth`` (``sam_vit_b_01ec64.pth``…): a flat state dict, keys ``image_encoder.*``,
   ``prompt_encoder.*``, ``mask_decoder.*``.

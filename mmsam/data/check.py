@@ -26,13 +26,13 @@ from mmsam.data.modalities import read_aolp, read_image, read_npy
 from mmsam.data.transforms import IGNORE_INDEX
 from mmsam.errors import ConfigError, DataError
 
-#: Split sizes of the real benchmarks (reference/datasets.md); shown beside the counts.
+#: Split sizes of the real benchmarks (docs/datasets.md); shown beside the counts.
 REFERENCE_SPLIT_SIZES: dict[str, dict[str, int]] = {
     "deliver": {"train": 3983, "val": 2005, "test": 1897},
     "muses": {"train": 1500, "val": 250, "test": 750},
     "muses_sdk": {"train": 1500, "val": 250, "test": 750},
     "mcubes": {"train": 302, "val": 96, "test": 102},  # from the paper; not verified
-    # MFNet's splits (reference/mfnet.md §3); the loaders also take split_scheme="official".
+    # MFNet's splits (official MFNet train.py / utils.py); the loaders also take split_scheme="official".
     "vaihingen": {"train": 12, "test": 4},
     "potsdam": {"train": 18, "test": 6},
     "mmhunan": {"train": 450, "test": 50},

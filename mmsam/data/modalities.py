@@ -294,8 +294,8 @@ def minmax_normalise(array: np.ndarray, lo: float, hi: float) -> np.ndarray:
 def minmax_to_three(array: np.ndarray) -> np.ndarray:
     """An elevation plane -> HxWx3 float32 in [0, 1]: min-max over the whole array, repeated x3.
 
-    MFNet scales each DSM tile by its own min and max before cropping (reference/mfnet.md
-    §3); the datasets call this on whole tiles. A flat tile becomes zeros (MFNet would divide
+    MFNet scales each DSM tile by its own min and max before cropping (official MFNet
+    ``utils.py``); the datasets call this on whole tiles. A flat tile becomes zeros (MFNet would divide
     by zero).
     """
     if array.ndim == 3:
@@ -461,8 +461,8 @@ register_modality(ModalitySpec(
     "muses_event_projected", read_image_bgr, counts_to_three,
     (0.12577528, 0.12728328, 0.0), (0.54420582, 0.47625199, 1.0),
     "MUSES SDK event projection: uint8 PNG of [positive, negative, 0] event counts"))
-# Remote sensing (ISPRS Vaihingen / Potsdam, MMHunan) as MFNet reads them (reference/mfnet.md
-# §3): optical bands /255 with no mean/std, elevation min-max per tile and repeated x3.
+# Remote sensing (ISPRS Vaihingen / Potsdam, MMHunan) as MFNet reads them (official MFNet
+# ``utils.py``): optical bands /255 with no mean/std, elevation min-max per tile and repeated x3.
 register_modality(ModalitySpec(
     "irrg", read_raster, to_three_channels, UNIT_MEAN, UNIT_STD,
     "IRRG orthophoto (NIR, R, G): first 3 bands, /255 only (MFNet)"))

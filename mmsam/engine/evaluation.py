@@ -19,7 +19,7 @@ class Evaluation:
             removed from the batch, as when sensors fail): a list of lists, or ``all`` (every
             non-empty subset). The full set always comes first. Fit validates the full set only.
         classes: class names averaged in mIoU / mF1 / mAcc (default all); OA stays over all
-            classes. ISPRS protocol: the five classes without ``clutter`` (``mfnet.md`` §4). The
+            classes. ISPRS protocol: the five classes without ``clutter`` (official MFNet train.py). The
             printed table marks the classes left out.
         absent_classes: ``"zero"`` (reference protocol) or ``"skip"``; see ``SegmentationMetrics``.
         ignore_in_union: predictions on ignored pixels count in the IoU union of the predicted class
@@ -31,14 +31,14 @@ class Evaluation:
             ``{val,test}/Smeasure``, ``/Emeasure``, ``/wFmeasure``, ``/MAE`` (fractions) and ``/BER``
             (percent), printed under the per-class table. Monitor ``val/Smeasure`` (max) or
             ``val/BER`` (min) for the official Conv-LoRA model selection on polyp / camouflage /
-            SBU shadow (convlora.md §3). Costs CPU time per image (pysodmetrics). Default off.
+            SBU shadow (official run_semantic_segmentation.py). Costs CPU time per image (pysodmetrics). Default off.
             It also logs ``{val,test}/Binary_IoU`` (foreground IoU per image, averaged over images:
             the official ``Binary_IoU`` of leaf / road / ISIC). A list of score names (e.g.
             ``[Binary_IoU]``) computes and logs only those.
         window: sliding-window evaluation of whole tiles of any size (validate, test with every
             modality subset, predict): square windows of this many pixels, logits summed over
             overlaps and divided by their count. Set it to the model's input size with the data's
-            ``eval_size: null`` (native tiles). MFNet: 256 (mfnet.md §4). Default: whole images.
+            ``eval_size: null`` (native tiles). MFNet: 256 (official MFNet train.py). Default: whole images.
         stride: pixels between windows (default ``window // 2``; at most the window); the last
             window of each row / column is aligned to the tile's edge. MFNet: 32.
         window_batch: window crops per forward pass, the memory bound whatever the tile size.
@@ -49,7 +49,7 @@ class Evaluation:
             recipes use it. Both give the same argmax where no edge window repeats.
         val_stride: stride of the validation loop (per-epoch validation in fit, ``mmsam validate``),
             default ``stride``; test and predict keep ``stride``. MFNet validates Potsdam with 128
-            and tests with 32 (mfnet.md §4).
+            and tests with 32 (official MFNet train.py).
     """
 
     modality_subsets: list[list[str]] | Literal["all"] | None = None

@@ -27,7 +27,7 @@ def warmup_poly_factor(step: int, *, total_steps: int, warmup_steps: int, warmup
 
 
 class WarmupPoly(LRScheduler):
-    """The CMNeXt / MemorySAM schedule (memorysam.md §3), stepped per iteration: linear warm-up
+    """The CMNeXt / MemorySAM schedule (official MemorySAM train_sam2_lora.py), stepped per iteration: linear warm-up
     from ``warmup_ratio·lr`` over ``warmup_epochs``, then poly decay with ``power`` to 0.
 
     Args:
@@ -97,7 +97,7 @@ def warmup_poly(optimizer: Optimizer, *, total_steps: int, warmup_steps: int, wa
 def multistep(optimizer: Optimizer, *, milestones: Sequence[int], gamma: float = 0.1) -> MultiStepLR:
     """lr × ``gamma`` at each milestone, stepped once per epoch: ``milestones`` count completed
     epochs, so ``[24, 34, 44]`` gives MFNet's effective 1e-2 / 1e-3 / 1e-4 / 1e-5 over epochs
-    1–24 / 25–34 / 35–44 / 45–50 (``mfnet.md`` §3; its code steps ``[25, 35, 45]`` at each epoch's start).
+    1–24 / 25–34 / 35–44 / 45–50 (official MFNet train.py / utils.py; its code steps ``[25, 35, 45]`` at each epoch's start).
     In YAML: ``lr_scheduler: {class_path: torch.optim.lr_scheduler.MultiStepLR, init_args: {milestones: [24, 34, 44]}}``."""
     return MultiStepLR(optimizer, milestones=list(milestones), gamma=gamma)
 

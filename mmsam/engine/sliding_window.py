@@ -2,7 +2,7 @@
 
 A method only ever sees ``window × window`` crops (what SAM's fixed position embedding, and
 the training crops, expect); the crops' logits are put back where they came from, summed over
-overlaps and divided by how many windows covered each pixel. MFNet (``mfnet.md`` §4) sums and
+overlaps and divided by how many windows covered each pixel. MFNet (official MFNet train.py) sums and
 takes the argmax; dividing by the positive per-pixel count keeps that argmax and gives logits on
 the scale of a single window.
 

@@ -46,7 +46,7 @@ class SegmentationTask(pl.LightningModule):
             iteration; its length comes from the trainer). MFNet: ``torch.optim.lr_scheduler.MultiStepLR``
             with ``milestones`` counting completed epochs: ``[24, 34, 44]`` with lr 0.01 gives 1e-2 for
             epochs 1–24, 1e-3 for 25–34, 1e-4 for 35–44, 1e-5 after, MFNet's effective schedule (its
-            code steps ``[25, 35, 45]`` at the start of each epoch, one epoch earlier; mfnet.md §3).
+            code steps ``[25, 35, 45]`` at the start of each epoch, one epoch earlier; official MFNet train.py / utils.py).
         lr_interval: ``"step"`` or ``"epoch"``: when the scheduler steps. Default: the scheduler's
             own ``interval`` attribute (``WarmupPoly``: per step), else per epoch.
         no_weight_decay_1d: no weight decay on 1-D parameters (biases, norm scales, λ and fusion

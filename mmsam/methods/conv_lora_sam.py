@@ -1,7 +1,7 @@
 """Conv-LoRA SAM: frozen SAM + Conv-LoRA + the paper's prompt-free N-token mask decoder.
 
 Zhong et al., "Convolution Meets LoRA: Parameter Efficient Finetuning for Segment Anything
-Model", ICLR 2024 (spec: ``../shared/reference/convlora.md``; choices where it is vague:
+Model", ICLR 2024 (official code: AutoGluon ``multimodal/models/sam.py``; choices where it is vague:
 ``docs/methods/conv_lora.md``). Conv-LoRA on the fused qkv of every encoder block (any LoRA-family
 adapter by ``class_path``), every present modality through the encoder in one batched pass and
 mean-fused (as SAM-LoRA), then SAM's decoder with N mask tokens copied from its first one:

@@ -5,16 +5,16 @@ Multi-modal Semantic Segmentation", arXiv 2503.06700; official code
 https://github.com/Chenfei-Liao/MemorySAM (choices where paper and code are vague, and the measured
 parity with ``LoRA_Sam``: ``docs/methods/memorysam.md``).
 
-- One LoRA shared by all modalities on the frozen Hiera encoder (rank 4 on q and v, §2.2);
+- One LoRA shared by all modalities on the frozen Hiera encoder (rank 4 on q and v, official ``LoRA_Sam``);
   every present modality goes through the encoder in one batched pass.
 - The modalities, in config order, are the frames of one sequence run through the official
-  ``SAM2Base`` steps (§2.4): frame 0 adds ``no_mem_embed`` and goes straight to the mask decoder;
+  ``SAM2Base`` steps (official ``sam2_base.py``): frame 0 adds ``no_mem_embed`` and goes straight to the mask decoder;
   frame t > 0 cross-attends (memory attention) to the memories and object pointers of frames
   0..t-1, all stored as conditioning frames; each frame's prediction is encoded by the memory
   encoder into the next frames' memory.
 - SAM 2's decoder with ``num_multimask_outputs = K`` (K + 1 tokens, token 0 dropped), the IoU
-  head re-initialised and frozen (§2.5).
-- The prediction is the mean of the per-modality K-class logits (memory residual, Eq. 6, §2.7).
+  head re-initialised and frozen (official ``train_sam2_lora.py``).
+- The prediction is the mean of the per-modality K-class logits (memory residual, paper Eq. 6).
 - Training only: the semantic prototype memory and its loss (``mmsam.losses.prototype``),
   returned under ``out["losses"]["proto"]``; OHEM CE is the task's ``loss: ohem``.
 
@@ -44,16 +44,16 @@ class MemorySAM(SegmentationMethod):
 
     Args:
         num_classes, modalities: given by the data module; the modalities' order is the frame order.
-        backbone: a SAM 2 backbone; ``sam2_hiera_b+`` (SAM 2, not 2.1) in the paper (§2).
+        backbone: a SAM 2 backbone; ``sam2_hiera_b+`` (SAM 2, not 2.1) in the paper (official ``train_sam2_lora.py``).
         img_size: input size (SAM 2's ``image_size``; inputs must have this size).
         checkpoint: official SAM 2 file (``sam2_hiera_base_plus.pt``…), or ``None`` (random weights).
         adapter: the encoder adapter: plain LoRA keys, or any registered adapter by ``class_path``
             (e.g. Conv-LoRA; a modality-aware one gets one expert / stream per modality).
-            ``None``: LoRA shared by all modalities, rank 4 on q and v, scale 1, ``slice_width="in"`` (§2.2).
+            ``None``: LoRA shared by all modalities, rank 4 on q and v, scale 1, ``slice_width="in"`` (official ``LoRA_Sam``).
         train_memory: train memory attention and memory encoder (the paper / final code); ``False``
             freezes them (the March 2025 code, the ~57.6 R-D ablation of issue #3).
         object_score_gate: keep SAM 2's object-score gate, which replaces all K logits of a frame by
-            -1024 when its (frozen) object score is <= 0 (faithful, §2.5); ``False`` disables it.
+            -1024 when its (frozen) object score is <= 0 (faithful to SAM 2's ``sam2_base.py``); ``False`` disables it.
         spmm: train with the semantic prototype memory (its loss under ``out["losses"]["proto"]``).
         spmm_momentum: weight of the current batch in the global prototype update (0.2).
         spmm_weight: lambda (1).
@@ -79,7 +79,7 @@ class MemorySAM(SegmentationMethod):
         super().__init__(num_classes, modalities)
         # None rather than an instance default (see SamLoRA)
         adapter = adapter if adapter is not None else LoRAConfig(r=4, parts=["q", "v"], slice_width="in")
-        # K + 1 tokens: SAM 2's multimask output drops token 0 and keeps the K class maps (§2.5)
+        # K + 1 tokens: SAM 2's multimask output drops token 0 and keeps the K class maps (official ``sam2_base.py``)
         self.build_frozen(
             backbone, img_size=img_size, checkpoint=checkpoint, adapter=adapter, family="sam2",
             family_why="it runs SAM 2's memory modules", with_memory=True, exact_input_size=True,
@@ -126,7 +126,7 @@ class MemorySAM(SegmentationMethod):
         s1 = self.decoder.conv_s1(levels[1].flatten(0, 1)).unflatten(0, (m, b))
         feats: dict[str, Any] = {"s0": s0, "s1": s1, "s16": levels[2], "names": names, "present": present}
         if self.training and self.spmm is not None and "label" in batch:
-            # Eq. 7: the modality-mean stride-4 features, before memory attention (§2.8)
+            # Eq. 7: the modality-mean stride-4 features, before memory attention (official ``train_sam2_lora.py``)
             feats["proto_loss"] = self.spmm(self.mean_fusion(s0, present), batch["label"])
         return feats
 
@@ -202,7 +202,7 @@ class MemorySAM(SegmentationMethod):
             logits.append(low_multi)
             scores.append(obj_score)
             if t < n_frames - 1:  # the last frame's memory would never be read
-                # memory: the mask of the class with the highest predicted IoU, fused with the raw features (§2.6)
+                # memory: the mask of the class with the highest predicted IoU, fused with the raw features (SAM 2's ``_encode_new_memory``)
                 mem, mem_pos = sam2._encode_new_memory(
                     current_vision_feats=[vis], feat_sizes=[(h, w)], pred_masks_high_res=high_best,
                     object_score_logits=obj_score, is_mask_from_pts=False,

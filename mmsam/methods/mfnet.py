@@ -4,7 +4,7 @@ Ma, Zhang, Pun, Huang, "A Unified Framework With Multimodal Fine-Tuning for Remo
 Segmentation", IEEE TGRS 2025 (arXiv 2410.11160; official code: sstary/SSRS, ``MFNet/UNetFormer_MMSAM.py``;
 choices where it is vague, and the measured parity: ``docs/methods/mfnet.md``). Optical and DSM (any number of modalities) run as
 streams through the same frozen SAM ViT image encoder in one batched pass, each with its own
-adapters exchanging information at the MLP stage (§2); the neck outputs (stride 16) feed the Deep
+adapters exchanging information at the MLP stage (MFNet paper Sec. III-A/III-B); the neck outputs (stride 16) feed the Deep
 Fusion Module (a pyramid per modality, SE fusion at strides 4/8/16/32) and the UNetFormer decoder.
 SAM's prompt encoder and mask decoder are not used and are dropped.
 """

@@ -1,7 +1,7 @@
 """MLE-SAM: per-modality LoRA experts, a cross-modal router and multi-scale heads.
 
 Zhu et al., "Customize Segment Anything Model for Multi-Modal Semantic Segmentation with Mixture
-of LoRA Experts", arXiv 2412.04220 (spec: ``../shared/reference/mlesam.md``; choices where the
+of LoRA Experts", arXiv 2412.04220 (no official code; choices where the
 paper is vague: ``docs/methods/mlesam.md``). Frozen SAM 2 (Hiera-B+ in the paper) or SAM ViT;
 one LoRA expert per modality (MoE-LoRA) on q and v, all modalities in one batched encoder pass;
 per level, the router-weighted feature plus the mean feature over present modalities; SAM's
@@ -33,7 +33,7 @@ class MLESAM(SegmentationMethod):
         img_size: encoder input size.
         checkpoint: official SAM / SAM 2 file, or ``None`` (random weights).
         adapter: the encoder adapter. A shared one (plain LoRA keys, or Conv-LoRA by ``class_path``)
-            becomes each modality's expert (MoE-LoRA; LoRA of rank 32 on q and v per the spec), where
+            becomes each modality's expert (MoE-LoRA; LoRA of rank 32 on q and v, Eq. 5; the rank as secondary summaries of the paper give it), where
             it is injected coming from its ``target_modules`` / ``exclude_modules`` / ``blocks``; a
             modality-aware one (MoE-LoRA, MMAdapter, MMLoRA by ``class_path``) is per-modality
             already and is used as it is. ``None``: rank 32 on q and v.

@@ -1,8 +1,8 @@
 """SAM-LoRA: the baseline every paper compares against.
 
 Frozen SAM / SAM 2 image encoder with one LoRA shared by all modalities (on the q and v slices
-of every block's fused qkv, as in the SAM-LoRA rows of MemorySAM's tables,
-``../shared/reference/memorysam.md`` §2/§5), every present modality through the encoder in
+of every block's fused qkv, as in the SAM-LoRA rows of MemorySAM's Tables 1-2 and its official
+``LoRA_Sam``), every present modality through the encoder in
 one batched pass, features fused by the mean over the modalities present in each sample, and
 the backbone's own mask decoder adapted to K classes.
 """

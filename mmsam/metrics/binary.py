@@ -1,7 +1,7 @@
 """Binary-segmentation scores of the Conv-LoRA tasks (torchmetrics; distributed-safe).
 
 The official Conv-LoRA code (AutoGluon MultiModal ``optimization/semantic_seg_metrics.py`` with
-``examples/automm/Conv-LoRA``; spec ``../shared/reference/convlora.md`` §3) selects models by
+``examples/automm/Conv-LoRA/run_semantic_segmentation.py``) selects models by
 S-measure for polyp and camouflage and by BER for SBU shadow, and reports S-measure, weighted
 F-measure, mean E-measure and MAE for polyp / camouflage. This metric gives all five, each per
 image and then averaged over the images, as the official code does:

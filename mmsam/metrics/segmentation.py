@@ -19,9 +19,9 @@ class SegmentationMetrics(MulticlassConfusionMatrix):
         ignore_index: label value excluded from every score (255 in all benchmarks here).
         absent_classes: how a class with no ground truth and no prediction enters the means.
             ``"zero"`` counts it as 0 over all K classes, as the DELIVER/MCubeS reference code
-            does (``../shared/reference/memorysam.md`` §4); ``"skip"`` leaves it out of the means.
+            does (official MemorySAM ``semseg/metrics.py``, ``compute_iou``); ``"skip"`` leaves it out of the means.
         mean_over: class ids averaged in the means (default all). ISPRS protocol: the five
-            foreground classes, clutter left out (``mfnet.md`` §4); its pixels still count in OA
+            foreground classes, clutter left out (official MFNet train.py); its pixels still count in OA
             and as errors of the other classes.
         ignore_in_union: a prediction of class k on an ignored pixel (``ignore_index``) counts in
             class k's IoU union (so in IoU and mIoU only; OA, Acc and F1 still leave ignored pixels

@@ -89,7 +89,7 @@ def test_hiera_b_plus_lora_count_with_slice_width_in():
     inject_adapters(enc, LoRAConfig(r=4, parts=["q", "v"], slice_width="in"))
     qkvs = [m for m in enc.modules() if isinstance(m, LoRALinear)]
     assert len(qkvs) == 24
-    # rank 4 on q and v, each A: d_in -> 4 and B: 4 -> d_in (memorysam.md §2.2)
+    # rank 4 on q and v, each A: d_in -> 4 and B: 4 -> d_in (official MemorySAM LoRA_Sam)
     assert sum(p.numel() for m in qkvs for p in m.adapter_parameters()) == sum(2 * 2 * 4 * m.base_layer.in_features for m in qkvs)
     assert sum(p.numel() for m in qkvs for p in m.adapter_parameters()) == 159_488
 

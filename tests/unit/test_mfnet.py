@@ -78,7 +78,7 @@ def test_window_attention_is_local_to_its_window():
 
 
 def test_dfm_and_decoder_with_sams_unused_parts_make_table_vi_6_22_m():
-    """Table VI's "+6.22 M": DFM + decoder + SAM's prompt encoder and mask decoder (mfnet.md §2)."""
+    """Table VI's "+6.22 M": DFM + decoder + SAM's prompt encoder and mask decoder (MFNet paper Sec. III, official UNetFormer_MMSAM.py)."""
     dfm = DeepFusionModule(["irrg", "dsm"], 256)
     dec = UNetFormerDecoder(6)
     with torch.device("meta"):

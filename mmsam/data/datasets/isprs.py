@@ -23,17 +23,17 @@ or flat in the root (the zip unpacked in place, as torchgeo's Vaihingen2D reads 
 may end in ``.tif`` or ``.tiff`` in any letter case (``.TIF``; the nDSM ``.jpg`` / ``.jpeg``);
 hidden files (``._*`` AppleDouble copies) are never taken.
 
-Labels are RGB colour codes mapped by the ISPRS palette (reference/datasets.md §4); black
+Labels are RGB colour codes mapped by the ISPRS palette (docs/datasets.md); black
 (0, 0, 0), the eroded GT's boundary band (MFNet's "undefined"), becomes 255; any other colour
 is a DataError naming the file and the colour. Optical bands are /255 with no mean/std and
 the DSM / nDSM is min-max scaled over the whole tile before any crop, then repeated x3
-(reference/mfnet.md §3).
+(official MFNet train.py / utils.py).
 
-Splits (reference/mfnet.md §3): ``split_scheme="mfnet"`` (default) uses MFNet's tiles
+Splits (official MFNet train.py / utils.py): ``split_scheme="mfnet"`` (default) uses MFNet's tiles
 (Vaihingen 12 train / 4 test, Potsdam 18 / 6); ``"official"`` the ISPRS/mmseg lists. There
 is no validation split: ``val`` is the test tiles, as MFNet validates on its test set. Training
 reads the full GT; ``val``/``test`` read the eroded GT unless ``eroded_test_labels=False``
-(MFNet scores against the eroded GT, reference/mfnet.md §4). Items are whole tiles at native
+(MFNet scores against the eroded GT, official MFNet train.py). Items are whole tiles at native
 size; ``train_window`` cuts a random window before the float conversion (MFNet's random
 256 x 256 patch) and ``cache_tiles`` keeps the decoded training tiles in memory (MFNet's
 ``CACHE``).

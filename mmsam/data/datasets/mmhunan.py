@@ -1,4 +1,4 @@
-"""MMHunan (Hunan multimodal land cover) in the layout MFNet reads (reference/datasets.md §6).
+"""MMHunan (Hunan multimodal land cover) in the layout MFNet reads (docs/datasets.md).
 
 ``<root>`` (or ``<root>/Hunan``)::
 

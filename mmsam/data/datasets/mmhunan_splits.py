@@ -1,5 +1,5 @@
 """MMHunan split lists as MFNet uses them (sstary/SSRS ``MFNet/utils.py``, ``train_ids`` and
-``test_ids`` of the ``Hunan`` branch; reference/mfnet.md §3). Tile ids, in MFNet's order:
+``test_ids`` of the ``Hunan`` branch; official MFNet train.py / utils.py). Tile ids, in MFNet's order:
 450 training and 50 test tiles, disjoint.
 """
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Trans10K (transparent objects), the multi-class sets of the Conv-LoRA paper, in their official layouts.
 
 Conv-LoRA evaluates multi-class segmentation on Trans10K-v1 (3 classes) and Trans10K-v2
-(background + 11 categories) (``../shared/reference/convlora.md`` §4). The layouts are the ones the
+(background + 11 categories) (Conv-LoRA paper). The layouts are the ones the
 data sets' own loaders read (TransLab ``segmentron/data/dataloader/trans10k.py`` for v1, Trans2Seg
 ``segmentron/data/dataloader/transparent11.py`` for v2)::
 
