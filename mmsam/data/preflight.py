@@ -24,7 +24,7 @@ from typing import Any, Iterable, Optional, Union
 
 import numpy as np
 
-from mmsam.data.check import CheckReport, FileFacts, _SplitChecker
+from mmsam.data.check import CheckReport, FileFacts, Problem, _SplitChecker
 from mmsam.data.synthetic.common import read_manifest
 from mmsam.errors import ConfigError, DataError
 
@@ -224,7 +224,5 @@ def _check_split(ds: Any, split: str, dataset: str, root: Path, num_classes: int
             f"encoding")))
 
 
-def _problem(split: str, kind: str, message: str) -> Any:
-    from mmsam.data.check import Problem
-
+def _problem(split: str, kind: str, message: str) -> Problem:
     return Problem(split, kind, message.split(": ", 1)[0], message)
