@@ -49,10 +49,11 @@ def build_task(model_config: Mapping[str, Any], *, checkpoint: str | None = None
 
     _configure_parsing()
     cfg = copy.deepcopy(dict(model_config))
-    from mmsam.cli_support import rename_deprecated_keys
+    from mmsam.cli_support import legacy_hparams, rename_deprecated_keys
 
     for msg in rename_deprecated_keys({"model": cfg}):  # a folder written before `lora:` became `adapter:`
         warnings.warn(msg, FutureWarning, stacklevel=2)
+    cfg = legacy_hparams(cfg)  # ... or before model.optimizer / lr_scheduler / evaluation
     method = cfg.get("method")
     if not isinstance(method, dict) or "class_path" not in method:
         raise ConfigError("model.method must be a class_path with init_args")

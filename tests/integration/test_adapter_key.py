@@ -65,3 +65,15 @@ def test_model_folder_written_with_the_old_key_still_builds():
     with pytest.warns(FutureWarning, match="renamed to 'adapter'"):
         task = build_task(model)
     assert task.method.adapter_config == LoRAConfig(**LORA)
+
+
+def test_model_folder_written_with_the_old_task_keys_still_builds():
+    """A model folder exported before model.optimizer / model.evaluation: evaluation keys move
+    under ``evaluation``, optimiser keys (training only) are dropped."""
+    from mmsam.deploy.model_folder import build_task
+
+    model = {"method": {"class_path": "mmsam.methods.SamLoRA", "init_args": {"backbone": "sam_vit_tiny", "img_size": 64}},
+             "num_classes": 3, "modalities": ["rgb"], "lr": 0.01, "optimizer": "sgd", "warmup_epochs": 10.0,
+             "eval_window": 64, "eval_stride": 32, "absent_classes": "skip"}
+    task = build_task(model)
+    assert (task.evaluation.window, task.evaluation.stride, task.evaluation.absent_classes) == (64, 32, "skip")
