@@ -22,7 +22,7 @@ import numpy as np
 
 from mmsam.data.datasets import check_dataset_options, get_dataset_entry
 from mmsam.data.datasets.common import file_hw, is_hidden
-from mmsam.data.modalities import read_aolp, read_image, read_npy
+from mmsam.data.readers import read_aolp, read_image, read_npy
 from mmsam.data.transforms import IGNORE_INDEX
 from mmsam.errors import ConfigError, DataError
 

@@ -27,7 +27,8 @@ from mmsam.data.datasets.common import (
     file_hw,
     specs_for,
 )
-from mmsam.data.modalities import ModalitySpec, image_size, validate_modalities
+from mmsam.data.modalities import ModalitySpec, validate_modalities
+from mmsam.data.readers import image_size
 from mmsam.data.transforms import IGNORE_INDEX
 from mmsam.errors import ConfigError, DataError
 

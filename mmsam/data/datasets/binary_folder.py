@@ -25,7 +25,7 @@ import torch
 
 from mmsam.data.datasets.base import ImageMaskSample, SingleImageDataset
 from mmsam.data.datasets.common import visible_glob
-from mmsam.data.modalities import read_image
+from mmsam.data.readers import read_image
 from mmsam.data.transforms import resize_nearest
 from mmsam.errors import ConfigError, DataError
 

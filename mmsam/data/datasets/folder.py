@@ -30,11 +30,10 @@ from mmsam.data.modalities import (
     UNIT_STD,
     ModalitySpec,
     _REGISTRY,
-    read_npy,
-    read_raster,
     register_modality,
     to_three_channels,
 )
+from mmsam.data.readers import read_npy, read_raster
 from mmsam.data.transforms import IGNORE_INDEX
 from mmsam.errors import ConfigError, DataError
 

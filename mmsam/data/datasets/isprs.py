@@ -49,7 +49,8 @@ import torch
 
 from mmsam.data.datasets.base import MultiModalDataset
 from mmsam.data.datasets.common import find_file, visible_glob
-from mmsam.data.modalities import minmax_normalise, read_elevation, read_raster, to_three_channels
+from mmsam.data.modalities import minmax_normalise, to_three_channels
+from mmsam.data.readers import read_elevation, read_raster
 from mmsam.data.transforms import IGNORE_INDEX
 from mmsam.errors import ConfigError, DataError
 

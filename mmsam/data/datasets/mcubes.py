@@ -23,7 +23,7 @@ import torch
 
 from mmsam.data.datasets.base import MultiModalDataset
 from mmsam.data.datasets.common import check_label_ids, read_id_image
-from mmsam.data.modalities import read_aolp, read_npy
+from mmsam.data.readers import read_aolp, read_npy
 from mmsam.errors import ConfigError, DataError
 
 MCUBES_CLASSES: tuple[str, ...] = (

@@ -25,7 +25,7 @@ from PIL import Image
 from mmsam.data.datasets.base import MultiModalDataset
 from mmsam.data.datasets.common import check_label_ids, visible_glob
 from mmsam.data.datasets.mmhunan_splits import MMHUNAN_TEST_IDS, MMHUNAN_TRAIN_IDS
-from mmsam.data.modalities import read_raster
+from mmsam.data.readers import read_raster
 from mmsam.data.transforms import IGNORE_INDEX
 from mmsam.errors import DataError
 

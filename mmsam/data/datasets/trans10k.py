@@ -30,7 +30,7 @@ import torch
 
 from mmsam.data.datasets.base import ImageMaskSample, SingleImageDataset
 from mmsam.data.datasets.common import check_label_ids, check_names, read_id_image, visible_glob
-from mmsam.data.modalities import read_image
+from mmsam.data.readers import read_image
 from mmsam.errors import ConfigError, DataError
 
 TRANS10K_V1_CLASSES: tuple[str, ...] = ("background", "things", "stuff")
