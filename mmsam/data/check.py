@@ -158,13 +158,10 @@ def _path_of(message: str) -> str:
 
 
 def _label_reader(ds: Any) -> Callable[[Path], np.ndarray]:
-    reader = getattr(ds, "read_label", None)  # a dataset whose label encoding depends on its options
+    """The loader's own label reader (``read_label`` on its class, see ``MultiModalDataset``)."""
+    reader = getattr(ds, "read_label", None)
     if reader is None:
-        module = __import__(type(ds).__module__, fromlist=["_"])
-        reader = getattr(module, "read_label", None)
-    if reader is None:
-        raise ConfigError(f"{type(ds).__name__}: its module has no read_label(path) to check "
-                          f"labels with")
+        raise ConfigError(f"{type(ds).__name__}: has no read_label(path) to check labels with")
     return reader
 
 
@@ -207,8 +204,7 @@ class _SplitChecker:
         self.num_classes = num_classes
         self.cache = cache
         self.counts: dict[str, int] = defaultdict(int)
-        module = __import__(type(ds).__module__, fromlist=["_"])
-        self.resizable = set(getattr(ds, "resizable", None) or getattr(module, "RESIZABLE", ()))
+        self.resizable = set(getattr(ds, "resizable", ()) or ())
         self.left_offset = int(getattr(ds, "left_offset", 0) or 0)
         #: The loader's own rule on a decoded file (e.g. DELIVER: 8-bit only), if it has one.
         self.check_array: Optional[Callable[[str, Path, np.ndarray], None]] = getattr(
