@@ -6,8 +6,8 @@ files the reference loader also opens, e.g. MCubeS' ``NIR_warped_mask`` and ``SS
 each problem with the file's path: missing, unreadable/corrupt, NaN/inf, wrong size, label ids
 outside the class list, and files in the data folders that no sample refers to (a renamed file
 shows up as one missing and one unreferenced file). Works for every registered dataset whose
-samples carry ``id`` and ``files`` (deliver, mcubes, muses, muses_sdk, vaihingen, potsdam,
-mmhunan). Data sets whose folders also hold tiles outside their split lists (ISPRS: 33 / 38
+samples carry ``id`` and ``files``; labels are decoded with the loader class's own
+``read_label``. Data sets whose folders also hold tiles outside their split lists (ISPRS: 33 / 38
 tiles, of which MFNet uses 16 / 24) set ``partial_folders`` and skip the unreferenced-file scan.
 """
 from __future__ import annotations
@@ -21,6 +21,7 @@ from typing import Any, Callable, Optional, Protocol, Sequence, Union
 import numpy as np
 
 from mmsam.data.datasets import check_dataset_options, get_dataset_entry
+from mmsam.data.datasets.base import MultiModalDataset
 from mmsam.data.datasets.common import file_hw, is_hidden
 from mmsam.data.readers import read_aolp, read_image, read_npy
 from mmsam.data.transforms import IGNORE_INDEX
@@ -160,8 +161,8 @@ def _path_of(message: str) -> str:
 def _label_reader(ds: Any) -> Callable[[Path], np.ndarray]:
     """The loader's own label reader (``read_label`` on its class, see ``MultiModalDataset``)."""
     reader = getattr(ds, "read_label", None)
-    if reader is None:
-        raise ConfigError(f"{type(ds).__name__}: has no read_label(path) to check labels with")
+    if reader is None or getattr(type(ds), "read_label", None) is MultiModalDataset.read_label:
+        raise ConfigError(f"{type(ds).__name__}: defines no read_label(path) to check labels with")
     return reader
 
 

@@ -176,3 +176,16 @@ def test_loaders_never_import_the_synthetic_generators() -> None:
                 f"{path.name}:{node.lineno} imports {names}"
         text = path.read_text()
         assert "__import__(" not in text and "import_module(" not in text, path.name  # nor by name
+
+
+def test_data_check_reads_labels_through_the_class(tmp_path: Path) -> None:
+    from mmsam.data.check import _label_reader
+
+    class WithLabels(ToyDataset):
+        read_label = staticmethod(read_id_image)
+
+    _write(tmp_path)
+    with pytest.raises(ConfigError, match="ToyDataset: defines no read_label"):
+        _label_reader(ToyDataset(tmp_path))
+    reader = _label_reader(WithLabels(tmp_path))
+    assert reader(tmp_path / "train" / "label" / "0.png").shape == (H, W)
