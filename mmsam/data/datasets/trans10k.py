@@ -171,6 +171,7 @@ class Trans10KV1Dataset(Trans10KDataset):
 
     registry_name = "trans10k_v1"
     version = 1
+    repr_name = "Trans10KDataset"
     classes = TRANS10K_V1_CLASSES
     palette = TRANS10K_V1_PALETTE
 
@@ -181,5 +182,6 @@ class Trans10KV2Dataset(Trans10KDataset):
 
     registry_name = "trans10k_v2"
     version = 2
+    repr_name = "Trans10KDataset"
     classes = TRANS10K_V2_CLASSES
     palette = TRANS10K_V2_PALETTE
