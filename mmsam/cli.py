@@ -450,12 +450,15 @@ def _data(argv: list[str]) -> int:
     if ns.kind is not None and ns.dataset not in (None, _SYNTH_KINDS[ns.kind]):
         raise ConfigError(f"--kind {ns.kind} writes the {_SYNTH_KINDS[ns.kind]} layout; it cannot be combined with --dataset {ns.dataset}")
     dataset = _SYNTH_KINDS[ns.kind] if ns.kind is not None else ns.dataset or "deliver"
-    entry = get_dataset_entry(dataset)
-    if entry.generator is None:
+    from mmsam.data.synthetic import get_generator
+
+    get_dataset_entry(dataset)  # ConfigError naming the known data sets
+    generator = get_generator(dataset)
+    if generator is None:
         raise ConfigError(f"no synthetic generator for {dataset!r}")
     root = ns.root or f"data/synthetic_{dataset}"
     given = {"num_train": ns.num_train, "num_val": ns.num_val, "num_test": ns.num_test, "size": ns.size}
-    summary = entry.generator(root, seed=ns.seed, overwrite=ns.overwrite, **{k: v for k, v in given.items() if v is not None})
+    summary = generator(root, seed=ns.seed, overwrite=ns.overwrite, **{k: v for k, v in given.items() if v is not None})
     print(f"wrote the synthetic {dataset} data set to {root}: {summary}")
     return 0
 

@@ -6,8 +6,8 @@ files the reference loader also opens, e.g. MCubeS' ``NIR_warped_mask`` and ``SS
 each problem with the file's path: missing, unreadable/corrupt, NaN/inf, wrong size, label ids
 outside the class list, and files in the data folders that no sample refers to (a renamed file
 shows up as one missing and one unreferenced file). Works for every registered dataset whose
-samples carry ``id`` and ``files`` (deliver, mcubes, muses, muses_sdk, vaihingen, potsdam,
-mmhunan). Data sets whose folders also hold tiles outside their split lists (ISPRS: 33 / 38
+samples carry ``id`` and ``files``; labels are decoded with the loader class's own
+``read_label``. Data sets whose folders also hold tiles outside their split lists (ISPRS: 33 / 38
 tiles, of which MFNet uses 16 / 24) set ``partial_folders`` and skip the unreferenced-file scan.
 """
 from __future__ import annotations
@@ -21,8 +21,9 @@ from typing import Any, Callable, Optional, Protocol, Sequence, Union
 import numpy as np
 
 from mmsam.data.datasets import check_dataset_options, get_dataset_entry
+from mmsam.data.datasets.base import MultiModalDataset
 from mmsam.data.datasets.common import file_hw, is_hidden
-from mmsam.data.modalities import read_aolp, read_image, read_npy
+from mmsam.data.readers import read_aolp, read_image, read_npy
 from mmsam.data.transforms import IGNORE_INDEX
 from mmsam.errors import ConfigError, DataError
 
@@ -158,13 +159,10 @@ def _path_of(message: str) -> str:
 
 
 def _label_reader(ds: Any) -> Callable[[Path], np.ndarray]:
-    reader = getattr(ds, "read_label", None)  # a dataset whose label encoding depends on its options
-    if reader is None:
-        module = __import__(type(ds).__module__, fromlist=["_"])
-        reader = getattr(module, "read_label", None)
-    if reader is None:
-        raise ConfigError(f"{type(ds).__name__}: its module has no read_label(path) to check "
-                          f"labels with")
+    """The loader's own label reader (``read_label`` on its class, see ``MultiModalDataset``)."""
+    reader = getattr(ds, "read_label", None)
+    if reader is None or getattr(type(ds), "read_label", None) is MultiModalDataset.read_label:
+        raise ConfigError(f"{type(ds).__name__}: defines no read_label(path) to check labels with")
     return reader
 
 
@@ -207,8 +205,7 @@ class _SplitChecker:
         self.num_classes = num_classes
         self.cache = cache
         self.counts: dict[str, int] = defaultdict(int)
-        module = __import__(type(ds).__module__, fromlist=["_"])
-        self.resizable = set(getattr(ds, "resizable", None) or getattr(module, "RESIZABLE", ()))
+        self.resizable = set(getattr(ds, "resizable", ()) or ())
         self.left_offset = int(getattr(ds, "left_offset", 0) or 0)
         #: The loader's own rule on a decoded file (e.g. DELIVER: 8-bit only), if it has one.
         self.check_array: Optional[Callable[[str, Path, np.ndarray], None]] = getattr(

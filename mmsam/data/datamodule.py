@@ -23,6 +23,7 @@ from torch.utils.data import DataLoader, Dataset
 from mmsam.data.datasets import DATASET_PROTOCOL, check_dataset_options, get_dataset_entry
 from mmsam.data.modalities import validate_modalities
 from mmsam.data.sampling import ResumableDataLoader, ResumableSampler, SeededDataset
+from mmsam.data.synthetic import get_generator
 from mmsam.data.transforms import IGNORE_INDEX, eval_transform, train_transform
 from mmsam.errors import ConfigError, DataError
 
@@ -115,7 +116,8 @@ class MultiModalDataModule(L.LightningDataModule):
         if unknown:
             raise ConfigError(f"missing_modalities {unknown} are not among modalities "
                               f"{list(self.modalities)}")
-        if synthesize and self.entry.generator is None:
+        self._generator = get_generator(dataset)
+        if synthesize and self._generator is None:
             raise ConfigError(f"dataset {dataset!r} has no synthetic generator; "
                               f"set synthesize: false and point root at the real data")
         for name, value in (("train_size", train_size), ("eval_size", eval_size),
@@ -203,7 +205,7 @@ class MultiModalDataModule(L.LightningDataModule):
         shown = ", ".join(f"{k} {v}" for k, v in kw.items()) or "default sizes"
         print(f"[mmsam] {self.root} holds no {hp.dataset} data: generating the synthetic set "
               f"({shown}, seed {hp.synth_seed})")
-        summary = self.entry.generator(self.root, seed=hp.synth_seed, progress=True, **kw)
+        summary = self._generator(self.root, seed=hp.synth_seed, progress=True, **kw)
         print(f"[mmsam] wrote {summary.get('files', '?')} files to {self.root}")
 
     def _build(self, split: str, train: bool) -> Dataset:

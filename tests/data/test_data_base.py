@@ -1,6 +1,7 @@
 """The loaders' base class: a toy data set declared on it gets the shared protocol."""
 from __future__ import annotations
 
+import ast
 import inspect
 from dataclasses import dataclass
 from pathlib import Path
@@ -10,10 +11,10 @@ import pytest
 import torch
 from PIL import Image
 
+import mmsam.data.datasets
 from mmsam.data.datasets import get_dataset_entry, list_datasets
 from mmsam.data.datasets.base import ImageMaskSample, MultiModalDataset, SingleImageDataset
 from mmsam.data.datasets.common import read_id_image
-from mmsam.data.datasets.trans10k import Trans10KDataset
 from mmsam.errors import ConfigError, DataError
 
 H, W = 8, 12
@@ -143,8 +144,48 @@ def test_every_registered_loader_is_on_the_base_with_the_keyword_protocol() -> N
     protocol = ["root", "split", "modalities", "conditions", "cases", "transform", "check",
                 "missing"]
     for name in list_datasets():
-        factory = get_dataset_entry(name).factory
-        cls = Trans10KDataset if name.startswith("trans10k") else factory
-        assert issubclass(cls, MultiModalDataset), name
+        cls = get_dataset_entry(name).factory
+        assert isinstance(cls, type) and issubclass(cls, MultiModalDataset), name
         params = list(inspect.signature(cls).parameters)
         assert params[:len(protocol)] == protocol, name
+
+
+def test_each_entry_is_its_class_declarations() -> None:
+    """Single source: the registry entry is what the loader class declares, nothing more."""
+    for name in list_datasets():
+        entry = get_dataset_entry(name)
+        cls = entry.factory
+        assert cls.registry_name == name
+        assert (entry.classes, entry.palette, entry.default_modalities, entry.splits) == (
+            cls.classes, cls.palette, cls.default_modalities, cls.data_splits or cls.splits), name
+        assert entry.has_data == cls.has_data and entry.classes_from_options == cls.classes_from_options
+        assert entry.prepare == getattr(cls, "prepare", None), name
+        assert cls.read_label is not MultiModalDataset.read_label, name  # data check reads labels with it
+        if not cls.classes_from_options:
+            assert len(cls.classes) == len(cls.palette) > 0, name
+
+
+def test_loaders_never_import_the_synthetic_generators() -> None:
+    """The generators import the loaders' layout constants, never the reverse (no cycle)."""
+    folder = Path(mmsam.data.datasets.__file__).parent
+    for path in sorted(folder.glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            names = ([a.name for a in node.names] if isinstance(node, ast.Import)
+                     else [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+            assert not any(n.startswith("mmsam.data.synthetic") for n in names), \
+                f"{path.name}:{node.lineno} imports {names}"
+        text = path.read_text()
+        assert "__import__(" not in text and "import_module(" not in text, path.name  # nor by name
+
+
+def test_data_check_reads_labels_through_the_class(tmp_path: Path) -> None:
+    from mmsam.data.check import _label_reader
+
+    class WithLabels(ToyDataset):
+        read_label = staticmethod(read_id_image)
+
+    _write(tmp_path)
+    with pytest.raises(ConfigError, match="ToyDataset: defines no read_label"):
+        _label_reader(ToyDataset(tmp_path))
+    reader = _label_reader(WithLabels(tmp_path))
+    assert reader(tmp_path / "train" / "label" / "0.png").shape == (H, W)

@@ -8,14 +8,8 @@ import pytest
 import torch
 from PIL import Image
 
-from mmsam.data.modalities import (
-    get_modality,
-    list_modalities,
-    npy_shape,
-    read_aolp,
-    read_image,
-    read_npy,
-)
+from mmsam.data.modalities import get_modality, list_modalities
+from mmsam.data.readers import npy_shape, read_aolp, read_image, read_npy
 from mmsam.data.synthetic.muses import write_png16
 from mmsam.errors import DataError
 

@@ -11,14 +11,12 @@ from PIL import Image
 from mmsam.data import modalities as mod
 from mmsam.data.modalities import (
     ModalitySpec,
-    check_finite,
     get_modality,
-    image_size,
     list_modalities,
-    read_image,
     register_modality,
     to_three_channels,
 )
+from mmsam.data.readers import check_finite, image_size, read_image
 from mmsam.errors import ConfigError, DataError
 
 

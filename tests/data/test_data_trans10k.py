@@ -137,3 +137,11 @@ def test_registry_datamodule_and_data_check(tmp_path: Path) -> None:
     assert batch["modalities"]["rgb"].shape == (2, 3, 16, 16) and int(batch["label"].max()) <= 2
     report = check_dataset("trans10k_v1", tmp_path / "Trans10K", progress=False)
     assert report.exit_code == 0, report.format()
+
+
+def test_registered_versions_are_fixed(tmp_path: Path) -> None:
+    from mmsam.data.datasets import Trans10KV1Dataset, get_dataset_entry
+
+    assert get_dataset_entry("trans10k_v1").factory is Trans10KV1Dataset
+    with pytest.raises(ConfigError, match=r"trans10k_v1 is Trans10K-v1; got version=2 \(use trans10k_v2\)"):
+        Trans10KV1Dataset(tmp_path, version=2)

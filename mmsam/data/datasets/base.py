@@ -1,12 +1,16 @@
 """The base class of the benchmark loaders: the base class walks, subclasses declare.
 
 A loader declares what its data set is (``name``, ``splits``, ``provided_modalities``,
-``classes``, ``palette``; the optional ``condition_names`` / ``case_names`` filters;
-``reference_key`` for the size check) and implements ``_index()`` (its layout: the list of
-samples, each with an ``id`` and a ``files`` mapping of modality name (+ "label") -> path) and
-``__getitem__`` (its decoding, ending in :meth:`MultiModalDataset._item`). The shared
-constructor checks the keyword protocol ``root, split, modalities, conditions, cases,
-transform, check, missing`` (see ``docs/contracts.md``, "Adding a data set").
+``default_modalities``, ``classes``, ``palette``; the optional ``condition_names`` /
+``case_names`` filters; ``reference_key`` for the size check), how to read its labels
+(``read_label``) and whether a folder holds it (``has_data``), and implements ``_index()`` (its
+layout: the list of samples, each with an ``id`` and a ``files`` mapping of modality name
+(+ "label") -> path) and ``__getitem__`` (its decoding, ending in
+:meth:`MultiModalDataset._item`). The shared constructor checks the keyword protocol ``root,
+split, modalities, conditions, cases, transform, check, missing`` (see ``docs/contracts.md``,
+"Adding a data set"); a loader without extra options needs no constructor of its own. The class
+decorator :func:`mmsam.data.datasets.registry.register_dataset` registers a loader under its
+``registry_name`` from these declarations.
 """
 from __future__ import annotations
 
@@ -14,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
+import numpy as np
 import torch
 from torch.utils.data import Dataset
 
@@ -27,19 +32,21 @@ from mmsam.data.datasets.common import (
     file_hw,
     specs_for,
 )
-from mmsam.data.modalities import ModalitySpec, image_size, validate_modalities
-from mmsam.data.transforms import IGNORE_INDEX
+from mmsam.data.modalities import ModalitySpec, validate_modalities
+from mmsam.data.readers import image_size
 from mmsam.errors import ConfigError, DataError
 
 
 class MultiModalDataset(Dataset):
     """Shared protocol of the loaders; items follow ``docs/contracts.md``.
 
-    Subclasses declare the class attributes below, keep their own ``__init__`` signature (its
-    defaults and extra options; options are stored before calling ``super().__init__``) and
-    implement ``_index()`` and ``__getitem__``.
+    Subclasses declare the class attributes below and implement ``_index()``, ``__getitem__``
+    and ``read_label``; one with extra options has its own ``__init__`` (the protocol, then its
+    options, stored before calling ``super().__init__``).
     """
 
+    #: The name the registry lists it under (``data.dataset``); "" for a class not registered.
+    registry_name: str = ""
     #: Data set name in messages ("unknown DELIVER split", "MCubeS has no conditions").
     name: str = ""
     #: The verb after ``name`` in messages ("have" for a plural name).
@@ -47,7 +54,11 @@ class MultiModalDataset(Dataset):
     splits: tuple[str, ...] = ("train", "val", "test")
     #: ConfigError message for an unknown split (fields name, split, valid).
     unknown_split: str = "unknown {name} split {split!r}; valid: {valid}"
+    #: The splits the data set ships (``mmsam data check`` reads them); None: ``splits``.
+    data_splits: Optional[tuple[str, ...]] = None
     provided_modalities: tuple[str, ...] = ()
+    #: The modalities read when ``modalities`` is None (and the registry's default).
+    default_modalities: tuple[str, ...] = ()
     #: Modality -> the registered spec it is read with, where the name differs.
     spec_names: dict[str, str] = {}
     #: Valid ``conditions`` (checked by name); None: the data set has none (must be empty).
@@ -58,7 +69,8 @@ class MultiModalDataset(Dataset):
     cases_note: str = ""
     classes: tuple[str, ...] = ()
     palette: tuple[tuple[int, int, int], ...] = ()
-    ignore_index = IGNORE_INDEX
+    #: The classes / palette come from the ``classes`` / ``palette`` options (the folder set).
+    classes_from_options: bool = False
     #: The ``files`` key every other file's header size must match; None: sizes are not
     #: compared (each file only has to exist and have a readable header).
     reference_key: Optional[str] = "label"
@@ -77,7 +89,7 @@ class MultiModalDataset(Dataset):
         self,
         root: PathLike,
         split: str = "train",
-        modalities: Sequence[str] = (),
+        modalities: Optional[Sequence[str]] = None,
         conditions: Optional[Sequence[str]] = None,
         cases: Optional[Sequence[str]] = None,
         transform: Optional[Transform] = None,
@@ -85,6 +97,8 @@ class MultiModalDataset(Dataset):
         missing: Sequence[str] = (),
     ) -> None:
         super().__init__()
+        if modalities is None:
+            modalities = self.default_modalities
         if split not in self.splits:
             raise ConfigError(self.unknown_split.format(name=self.name, split=split,
                                                         valid=", ".join(self.splits)))
@@ -124,6 +138,20 @@ class MultiModalDataset(Dataset):
     def resolve_root(cls, root: PathLike) -> Path:
         """The data set folder ``root`` names (override to accept a parent folder)."""
         return Path(root)
+
+    @classmethod
+    def has_data(cls, root: PathLike) -> bool:
+        """True if ``root`` holds the data set (a synthetic set is generated otherwise); by
+        default: ``root`` is a non-empty folder."""
+        r = Path(root)
+        return r.is_dir() and any(r.iterdir())
+
+    def read_label(self, path: PathLike) -> np.ndarray:
+        """The label file ``path`` as HxW int64 train ids (255 = ignore); DataError naming it.
+
+        ``mmsam data check`` reads labels with it; a loader whose encoding does not depend on
+        its options makes it a staticmethod."""
+        raise NotImplementedError(f"{type(self).__name__} does not define read_label")
 
     # -- layout (subclasses) ----------------------------------------------------------------
     def _index(self) -> list[Any]:

@@ -18,14 +18,15 @@ from __future__ import annotations
 
 import csv
 from pathlib import Path
-from typing import Any, Callable, Optional, Sequence, Union
+from typing import Any, Optional, Sequence, Union
 
 import numpy as np
 import torch
 
 from mmsam.data.datasets.base import ImageMaskSample, SingleImageDataset
 from mmsam.data.datasets.common import visible_glob
-from mmsam.data.modalities import read_image
+from mmsam.data.datasets.registry import register_dataset
+from mmsam.data.readers import read_image
 from mmsam.data.transforms import resize_nearest
 from mmsam.errors import ConfigError, DataError
 
@@ -76,6 +77,7 @@ def _csv_dir(root: Path) -> Path:
     raise DataError(f"{root}: no split CSVs (train.csv, val.csv, test.csv or test_<subset>.csv) here or in {nested}")
 
 
+@register_dataset
 class BinaryFolderDataset(SingleImageDataset):
     """One Conv-LoRA binary task from its CSV lists; items follow ``docs/contracts.md``.
 
@@ -90,26 +92,22 @@ class BinaryFolderDataset(SingleImageDataset):
         missing: must be empty (the one modality cannot be missing).
     """
 
+    registry_name = "binary_folder"
     name = "binary folder sets"
     has = "have"
     splits = BINARY_SPLITS
     unknown_split = "unknown split {split!r}; valid: {valid}"
     classes = BINARY_CLASSES
     palette = BINARY_PALETTE
+    default_modalities = ("rgb",)
     resizable = ("rgb",)  # image and mask may differ in size (the mask is resized to the image)
 
-    def __init__(
-        self,
-        root: Union[str, Path],
-        split: str = "train",
-        modalities: Sequence[str] = ("rgb",),
-        conditions: Optional[Sequence[str]] = None,
-        cases: Optional[Sequence[str]] = None,
-        transform: Optional[Callable[[dict[str, Any]], dict[str, Any]]] = None,
-        check: bool = True,
-        missing: Sequence[str] = (),
-    ) -> None:
-        super().__init__(root, split, modalities, conditions, cases, transform, check, missing)
+    read_label = staticmethod(read_label)
+
+    @classmethod
+    def has_data(cls, root: Union[str, Path]) -> bool:
+        """True if ``root`` (or ``root/<its name>``) holds split CSVs."""
+        return binary_folder_has_data(root)
 
     def _check_cases(self, cases: Optional[Sequence[str]]) -> Optional[list[str]]:
         # the valid names are the CSVs' subsets: checked by _index

@@ -8,14 +8,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from mmsam.data.modalities import (
-    ModalitySpec,
-    get_modality,
-    image_size,
-    npy_shape,
-    read_image,
-    validate_modalities,
-)
+from mmsam.data.modalities import ModalitySpec, get_modality, validate_modalities
+from mmsam.data.readers import image_size, npy_shape, read_image
 from mmsam.data.transforms import IGNORE_INDEX
 from mmsam.errors import ConfigError, DataError
 

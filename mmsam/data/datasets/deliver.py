@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Optional, Sequence, Union
+from typing import Any, Union
 
 import numpy as np
 import torch
@@ -17,6 +17,7 @@ import torch.nn.functional as F
 
 from mmsam.data.datasets.base import MultiModalDataset
 from mmsam.data.datasets.common import misplaced, read_id_image, visible_glob
+from mmsam.data.datasets.registry import register_dataset
 from mmsam.data.transforms import IGNORE_INDEX
 from mmsam.errors import DataError
 
@@ -106,6 +107,7 @@ def read_label(path: Union[str, Path]) -> np.ndarray:
     return decode_label(read_id_image(p, first_channel=True), p)
 
 
+@register_dataset
 class DeliverDataset(MultiModalDataset):
     """DELIVER in its official layout; items follow ``docs/contracts.md``.
 
@@ -121,9 +123,11 @@ class DeliverDataset(MultiModalDataset):
         missing: modalities replaced by zeros with ``present`` False (not read at all).
     """
 
+    registry_name = "deliver"
     name = "DELIVER"
     splits = DELIVER_SPLITS
     provided_modalities = tuple(DELIVER_FOLDERS)
+    default_modalities = ("rgb", "depth", "event", "lidar")
     condition_names = DELIVER_CONDITIONS
     case_names = DELIVER_CASES
     classes = DELIVER_CLASSES
@@ -134,18 +138,12 @@ class DeliverDataset(MultiModalDataset):
     resizable = RESIZABLE
     size_prefix = "image is "
 
-    def __init__(
-        self,
-        root: Union[str, Path],
-        split: str = "train",
-        modalities: Sequence[str] = ("rgb", "depth", "event", "lidar"),
-        conditions: Optional[Sequence[str]] = None,
-        cases: Optional[Sequence[str]] = None,
-        transform: Optional[Callable[[dict[str, Any]], dict[str, Any]]] = None,
-        check: bool = True,
-        missing: Sequence[str] = (),
-    ) -> None:
-        super().__init__(root, split, modalities, conditions, cases, transform, check, missing)
+    read_label = staticmethod(read_label)
+
+    @classmethod
+    def has_data(cls, root: Union[str, Path]) -> bool:
+        """True if ``root`` holds DELIVER RGB images."""
+        return bool(visible_glob(root, "img/*/*/*/*.png"))
 
     # -- indexing ---------------------------------------------------------------------------
     def _index(self) -> list[DeliverSample]:

@@ -25,16 +25,16 @@ import torch
 
 from mmsam.data.datasets.base import MultiModalDataset
 from mmsam.data.datasets.common import PathLike, Transform, read_id_image
+from mmsam.data.datasets.registry import register_dataset
 from mmsam.data.modalities import (
     UNIT_MEAN,
     UNIT_STD,
     ModalitySpec,
     _REGISTRY,
-    read_npy,
-    read_raster,
     register_modality,
     to_three_channels,
 )
+from mmsam.data.readers import read_npy, read_raster
 from mmsam.data.transforms import IGNORE_INDEX
 from mmsam.errors import ConfigError, DataError
 
@@ -104,6 +104,7 @@ class FolderSample:
     files: dict[str, Path]
 
 
+@register_dataset
 class FolderDataset(MultiModalDataset):
     """Folders of any co-registered modalities plus a label folder (see the module docstring).
 
@@ -117,14 +118,29 @@ class FolderDataset(MultiModalDataset):
         splits: the split names (``train``, ``val``, ``test``).
     """
 
+    registry_name = "folder"
     name = "folder data set"
     reference_key = "label"
+    default_modalities = ("rgb",)
+    classes_from_options = True
+
+    @staticmethod
+    def prepare(modalities: Any, options: dict) -> dict[str, str]:
+        """Register the modalities (and ``modality_stats``) of ``dataset_options`` before the
+        data module reads them; returns modality -> registered spec name."""
+        return register_folder_modalities(list(modalities or ("rgb",)), options.get("modality_stats"))
+
+    @classmethod
+    def has_data(cls, root: PathLike) -> bool:
+        """True if ``root`` holds any visible entry."""
+        r = Path(root)
+        return r.is_dir() and any(p for p in r.iterdir() if not p.name.startswith("."))
 
     def __init__(
         self,
         root: PathLike,
         split: str = "train",
-        modalities: Sequence[str] = ("rgb",),
+        modalities: Optional[Sequence[str]] = None,
         conditions: Optional[Sequence[str]] = None,
         cases: Optional[Sequence[str]] = None,
         transform: Optional[Transform] = None,
@@ -149,6 +165,7 @@ class FolderDataset(MultiModalDataset):
         self.splits = tuple(splits)
         self.label_folder = label_folder
         self.folders = dict(folders or {})
+        modalities = self.default_modalities if modalities is None else modalities
         self.provided_modalities = tuple(modalities)
         self.spec_names = register_folder_modalities(modalities, modality_stats)
         super().__init__(root, split, modalities, conditions, cases, transform, check, missing)
@@ -215,7 +232,3 @@ class FolderDataset(MultiModalDataset):
         images = {m: self._match(s.files[m], self.specs[m].load(s.files[m]), lab) for m in self._to_read}
         return self._item(images, lab, s.id)
 
-
-def folder_has_data(root: PathLike) -> bool:
-    r = Path(root)
-    return r.is_dir() and any(p for p in r.iterdir() if not p.name.startswith("."))

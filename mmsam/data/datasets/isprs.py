@@ -49,7 +49,9 @@ import torch
 
 from mmsam.data.datasets.base import MultiModalDataset
 from mmsam.data.datasets.common import find_file, visible_glob
-from mmsam.data.modalities import minmax_normalise, read_elevation, read_raster, to_three_channels
+from mmsam.data.datasets.registry import register_dataset
+from mmsam.data.modalities import minmax_normalise, to_three_channels
+from mmsam.data.readers import read_elevation, read_raster
 from mmsam.data.transforms import IGNORE_INDEX
 from mmsam.errors import ConfigError, DataError
 
@@ -179,14 +181,15 @@ class ISPRSDataset(MultiModalDataset):
 
     name = "ISPRS"
     splits = ISPRS_SPLITS
+    data_splits = ("train", "test")  # val = the test tiles
     unknown_split = MultiModalDataset.unknown_split + " (val = the test tiles)"
     classes = ISPRS_CLASSES
     palette = ISPRS_PALETTE
     #: The image folders also hold tiles outside the split lists (``mmsam data check``).
     partial_folders = True
     folder = ""                                    # the package folder under a parent root
-    default_modalities: tuple[str, ...] = ()
     tiles: dict[str, dict[str, tuple[str, ...]]] = {}
+    read_label = staticmethod(read_label)
 
     def __init__(
         self,
@@ -213,8 +216,7 @@ class ISPRSDataset(MultiModalDataset):
         self.window = train_window if split == "train" else None
         self.cache_tiles = cache_tiles and split == "train"
         self._cache: dict[int, _Tile] = {}
-        super().__init__(root, split, self.default_modalities if modalities is None else modalities,
-                         conditions, cases, transform, check, missing)
+        super().__init__(root, split, modalities, conditions, cases, transform, check, missing)
 
     # -- layout (subclasses) ----------------------------------------------------------------
     @classmethod
@@ -303,9 +305,11 @@ class ISPRSDataset(MultiModalDataset):
                 "modalities": list(self.modalities)}
 
 
+@register_dataset
 class VaihingenDataset(ISPRSDataset):
     """ISPRS Vaihingen: modalities ``irrg`` (top/) and ``dsm`` (dsm/); see the module doc."""
 
+    registry_name = "vaihingen"
     name = "Vaihingen"
     folder = "Vaihingen"
     provided_modalities = ("irrg", "dsm")
@@ -320,6 +324,12 @@ class VaihingenDataset(ISPRSDataset):
     @classmethod
     def _looks_like(cls, root: Path) -> bool:
         return (root / "top").is_dir()
+
+    @classmethod
+    def has_data(cls, root: Union[str, Path]) -> bool:
+        """True if ``root`` (or ``root/Vaihingen``) holds IRRG tiles."""
+        return any(p.suffix.lower() in TIF_SUFFIXES for p in visible_glob(
+            cls.resolve_root(root), "top/top_mosaic_09cm_area*"))
 
     def sample(self, tile: str) -> TileSample:
         name = f"top_mosaic_09cm_area{tile}"
@@ -340,6 +350,7 @@ def potsdam_padded(tile: str) -> str:
     return f"{row:02d}_{col:02d}"
 
 
+@register_dataset
 class PotsdamDataset(ISPRSDataset):
     """ISPRS Potsdam: ``rgb`` (first 3 bands of RGBIR), ``irrg`` and ``dsm`` (nDSM by default).
 
@@ -347,6 +358,7 @@ class PotsdamDataset(ISPRSDataset):
     (``1_DSM`` float TIFF).
     """
 
+    registry_name = "potsdam"
     name = "Potsdam"
     folder = "Potsdam"
     provided_modalities = ("rgb", "irrg", "dsm")
@@ -384,6 +396,12 @@ class PotsdamDataset(ISPRSDataset):
     def _looks_like(cls, root: Path) -> bool:
         return (root / "4_Ortho_RGBIR").is_dir() or (root / "5_Labels_for_participants").is_dir()
 
+    @classmethod
+    def has_data(cls, root: Union[str, Path]) -> bool:
+        """True if ``root`` (or ``root/Potsdam``) holds RGBIR tiles."""
+        return any(p.suffix.lower() in TIF_SUFFIXES for p in visible_glob(
+            cls.resolve_root(root), "4_Ortho_RGBIR/top_potsdam_*_RGBIR.*"))
+
     def _label_path(self, tile: str) -> Path:
         """The participants' GT, else the complete release's (``5_Labels_all*`` or flat)."""
         if self.eroded:
@@ -403,22 +421,3 @@ class PotsdamDataset(ISPRSDataset):
         files = {m: finders[m]() for m in self.modalities}
         files["label"] = self._label_path(tile)
         return TileSample(tile, files)
-
-
-def vaihingen_has_data(root: Union[str, Path]) -> bool:
-    """True if ``root`` (or ``root/Vaihingen``) holds IRRG tiles."""
-    return any(p.suffix.lower() in TIF_SUFFIXES for p in visible_glob(
-        VaihingenDataset.resolve_root(root), "top/top_mosaic_09cm_area*"))
-
-
-def potsdam_has_data(root: Union[str, Path]) -> bool:
-    """True if ``root`` (or ``root/Potsdam``) holds RGBIR tiles."""
-    return any(p.suffix.lower() in TIF_SUFFIXES for p in visible_glob(
-        PotsdamDataset.resolve_root(root), "4_Ortho_RGBIR/top_potsdam_*_RGBIR.*"))
-
-
-def generate_vaihingen(root: Union[str, Path], **kw: Any) -> dict:
-    """The synthetic aerial stand-in (:func:`mmsam.data.synthetic.aerial.generate_aerial`)."""
-    from mmsam.data.synthetic.aerial import generate_aerial
-
-    return generate_aerial(root, **kw)

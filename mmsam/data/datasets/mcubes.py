@@ -23,7 +23,8 @@ import torch
 
 from mmsam.data.datasets.base import MultiModalDataset
 from mmsam.data.datasets.common import check_label_ids, read_id_image
-from mmsam.data.modalities import read_aolp, read_npy
+from mmsam.data.datasets.registry import register_dataset
+from mmsam.data.readers import read_aolp, read_npy
 from mmsam.errors import ConfigError, DataError
 
 MCUBES_CLASSES: tuple[str, ...] = (
@@ -92,6 +93,7 @@ def read_label(path: Union[str, Path]) -> np.ndarray:
     return check_label_ids(read_id_image(path), NUM_CLASSES, path)
 
 
+@register_dataset
 class MCubeSDataset(MultiModalDataset):
     """MCubeS in its own layout; items follow ``docs/contracts.md``.
 
@@ -107,21 +109,30 @@ class MCubeSDataset(MultiModalDataset):
         left_offset: columns dropped on the left of every array (192 as the reference).
     """
 
+    registry_name = "mcubes"
     name = "MCubeS"
     splits = MCUBES_SPLITS
+    data_splits = ("train", "val", "test")  # "all" is their union
     unknown_split = (MultiModalDataset.unknown_split
                      + " (the reference's evaluation split is 'test')")
     provided_modalities = tuple(MCUBES_FOLDERS)
+    default_modalities = ("rgb", "aolp", "dolp", "nir")
     classes = MCUBES_CLASSES
     palette = MCUBES_PALETTE
     file_roles = {"label": "label", "aolp_cos": "AoLP cosine"}
     resolve_root = staticmethod(resolve_root)
+    read_label = staticmethod(read_label)
+
+    @classmethod
+    def has_data(cls, root: Union[str, Path]) -> bool:
+        """True if ``root`` (or its ``multimodal_dataset``) holds an MCubeS list folder."""
+        return (resolve_root(root) / LIST_FOLDER / "train.txt").is_file()
 
     def __init__(
         self,
         root: Union[str, Path],
         split: str = "train",
-        modalities: Sequence[str] = ("rgb", "aolp", "dolp", "nir"),
+        modalities: Optional[Sequence[str]] = None,
         conditions: Optional[Sequence[str]] = None,
         cases: Optional[Sequence[str]] = None,
         transform: Optional[Callable[[dict[str, Any]], dict[str, Any]]] = None,
@@ -193,15 +204,3 @@ class MCubeSDataset(MultiModalDataset):
                else spec.reader(path))
         three = spec.to_three(np.ascontiguousarray(arr[:, self.left_offset:]))
         return torch.from_numpy(np.ascontiguousarray(three.transpose(2, 0, 1)))
-
-
-def has_data(root: Union[str, Path]) -> bool:
-    """True if ``root`` (or its ``multimodal_dataset``) holds an MCubeS list folder."""
-    return (resolve_root(root) / LIST_FOLDER / "train.txt").is_file()
-
-
-def generate(root: Union[str, Path], **kw: Any) -> dict:
-    """The synthetic MCubeS stand-in (:func:`mmsam.data.synthetic.mcubes.generate_mcubes`)."""
-    from mmsam.data.synthetic.mcubes import generate_mcubes
-
-    return generate_mcubes(root, **kw)

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Optional, Sequence, Union
+from typing import Any, Union
 
 import numpy as np
 import torch
@@ -25,7 +25,8 @@ from PIL import Image
 from mmsam.data.datasets.base import MultiModalDataset
 from mmsam.data.datasets.common import check_label_ids, visible_glob
 from mmsam.data.datasets.mmhunan_splits import MMHUNAN_TEST_IDS, MMHUNAN_TRAIN_IDS
-from mmsam.data.modalities import read_raster
+from mmsam.data.datasets.registry import register_dataset
+from mmsam.data.readers import read_raster
 from mmsam.data.transforms import IGNORE_INDEX
 from mmsam.errors import DataError
 
@@ -95,6 +96,7 @@ def resolve_root(root: Union[str, Path]) -> Path:
     return root
 
 
+@register_dataset
 class MMHunanDataset(MultiModalDataset):
     """MMHunan in MFNet's layout; items follow ``docs/contracts.md``.
 
@@ -109,27 +111,23 @@ class MMHunanDataset(MultiModalDataset):
         missing: modalities replaced by zeros with ``present`` False (not read at all).
     """
 
+    registry_name = "mmhunan"
     name = "MMHunan"
     splits = MMHUNAN_SPLITS
+    data_splits = ("train", "test")  # val = the test tiles
     unknown_split = MultiModalDataset.unknown_split + " (val = the test tiles)"
     provided_modalities = tuple(MMHUNAN_FOLDERS)
+    default_modalities = ("rgb", "dsm")
     spec_names = SPEC_NAMES
     classes = MMHUNAN_CLASSES
     palette = MMHUNAN_PALETTE
     resolve_root = staticmethod(resolve_root)
+    read_label = staticmethod(read_label)
 
-    def __init__(
-        self,
-        root: Union[str, Path],
-        split: str = "train",
-        modalities: Sequence[str] = ("rgb", "dsm"),
-        conditions: Optional[Sequence[str]] = None,
-        cases: Optional[Sequence[str]] = None,
-        transform: Optional[Callable[[dict[str, Any]], dict[str, Any]]] = None,
-        check: bool = True,
-        missing: Sequence[str] = (),
-    ) -> None:
-        super().__init__(root, split, modalities, conditions, cases, transform, check, missing)
+    @classmethod
+    def has_data(cls, root: Union[str, Path]) -> bool:
+        """True if ``root`` (or ``root/Hunan``) holds optical PNGs."""
+        return bool(visible_glob(resolve_root(root), "images_png/*.png"))
 
     def _index(self) -> list[HunanSample]:
         return [self.sample(i) for i in MMHUNAN_IDS["train" if self.split == "train" else "test"]]
@@ -149,7 +147,3 @@ class MMHunanDataset(MultiModalDataset):
                   for m in self._to_read}
         return self._item(images, label, s.id)
 
-
-def has_data(root: Union[str, Path]) -> bool:
-    """True if ``root`` (or ``root/Hunan``) holds optical PNGs."""
-    return bool(visible_glob(resolve_root(root), "images_png/*.png"))

@@ -29,6 +29,7 @@ import torch
 
 from mmsam.data.datasets.base import MultiModalDataset
 from mmsam.data.datasets.common import check_label_ids, misplaced, read_id_image, visible_glob
+from mmsam.data.datasets.registry import register_dataset
 from mmsam.data.transforms import IGNORE_INDEX
 from mmsam.errors import ConfigError, DataError
 
@@ -106,6 +107,7 @@ def _keep(s: MusesSample, conditions: tuple[str, ...]) -> bool:
     return (not weathers or s.weather in weathers) and (not times or s.time_of_day in times)
 
 
+@register_dataset
 class MusesDataset(MultiModalDataset):
     """MUSES; items follow ``docs/contracts.md`` (meta condition = ``<weather>_<tod>``).
 
@@ -125,9 +127,11 @@ class MusesDataset(MultiModalDataset):
         label_root: the ``gt_semantic`` folder (default: see :func:`default_label_root`).
     """
 
+    registry_name = "muses"
     name = "MUSES"
     splits = MUSES_SPLITS
     provided_modalities = tuple(MUSES_FOLDERS)
+    default_modalities = ("rgb", "event", "lidar")
     condition_names = MUSES_CONDITIONS
     cases_note = " (filter with conditions)"
     classes = MUSES_CLASSES
@@ -135,12 +139,18 @@ class MusesDataset(MultiModalDataset):
     reference_key = "camera"
     reference_role = "the frame camera image"
     repr_name = "MusesDataset"  # MusesSDKDataset too (its layout field tells them apart)
+    read_label = staticmethod(read_label)
+
+    @classmethod
+    def has_data(cls, root: Union[str, Path]) -> bool:
+        """True if ``root`` holds MUSES frame-camera images."""
+        return bool(visible_glob(root, f"{CAMERA}/*/*/*/*.png"))
 
     def __init__(
         self,
         root: Union[str, Path],
         split: str = "train",
-        modalities: Sequence[str] = ("rgb", "event", "lidar"),
+        modalities: Optional[Sequence[str]] = None,
         conditions: Optional[Sequence[str]] = None,
         cases: Optional[Sequence[str]] = None,
         transform: Optional[Callable[[dict[str, Any]], dict[str, Any]]] = None,
@@ -228,11 +238,14 @@ class MusesDataset(MultiModalDataset):
                 "modalities": list(self.modalities)}
 
 
+@register_dataset
 class MusesSDKDataset(MusesDataset):
     """:class:`MusesDataset` with ``layout="sdk"`` (the official root + SDK projections)."""
 
+    registry_name = "muses_sdk"
+
     def __init__(self, root: Union[str, Path], split: str = "train",
-                 modalities: Sequence[str] = ("rgb", "event", "lidar"),
+                 modalities: Optional[Sequence[str]] = None,
                  conditions: Optional[Sequence[str]] = None,
                  cases: Optional[Sequence[str]] = None,
                  transform: Optional[Callable[[dict[str, Any]], dict[str, Any]]] = None,
@@ -240,15 +253,3 @@ class MusesSDKDataset(MusesDataset):
                  label_root: Optional[Union[str, Path]] = None) -> None:
         super().__init__(root, split, modalities, conditions, cases, transform, check, missing,
                          layout="sdk", label_root=label_root)
-
-
-def has_data(root: Union[str, Path]) -> bool:
-    """True if ``root`` holds MUSES frame-camera images."""
-    return bool(visible_glob(root, f"{CAMERA}/*/*/*/*.png"))
-
-
-def generate(root: Union[str, Path], **kw: Any) -> dict:
-    """The synthetic MUSES stand-in (:func:`mmsam.data.synthetic.muses.generate_muses`)."""
-    from mmsam.data.synthetic.muses import generate_muses
-
-    return generate_muses(root, **kw)

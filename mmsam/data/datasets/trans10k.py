@@ -30,7 +30,8 @@ import torch
 
 from mmsam.data.datasets.base import ImageMaskSample, SingleImageDataset
 from mmsam.data.datasets.common import check_label_ids, check_names, read_id_image, visible_glob
-from mmsam.data.modalities import read_image
+from mmsam.data.datasets.registry import register_dataset
+from mmsam.data.readers import read_image
 from mmsam.errors import ConfigError, DataError
 
 TRANS10K_V1_CLASSES: tuple[str, ...] = ("background", "things", "stuff")
@@ -77,7 +78,8 @@ class Trans10KDataset(SingleImageDataset):
 
     Args:
         root: the ``Trans10K`` (v1) or ``Trans10K_cls12`` (v2) folder.
-        version: 1 or 2 (the registry's ``trans10k_v1`` / ``trans10k_v2`` set it).
+        version: 1 or 2 (default: the class's; :class:`Trans10KV1Dataset` /
+            :class:`Trans10KV2Dataset`, registered as ``trans10k_v1`` / ``trans10k_v2``, fix it).
         split: train, val (the ``validation`` folder) or test.
         modalities: ``["rgb"]``, the only one.
         conditions: not applicable (must be ``None``).
@@ -90,21 +92,28 @@ class Trans10KDataset(SingleImageDataset):
     name = "Trans10K"
     splits = SPLITS
     unknown_split = "unknown split {split!r}; valid: {valid}"
+    default_modalities = ("rgb",)
+    version: int = 2
 
     def __init__(
         self,
         root: Union[str, Path],
         split: str = "train",
-        modalities: Sequence[str] = ("rgb",),
+        modalities: Optional[Sequence[str]] = None,
         conditions: Optional[Sequence[str]] = None,
         cases: Optional[Sequence[str]] = None,
         transform: Optional[Callable[[dict[str, Any]], dict[str, Any]]] = None,
         check: bool = True,
         missing: Sequence[str] = (),
-        version: int = 2,
+        version: Optional[int] = None,
     ) -> None:
+        if version is None:
+            version = type(self).version
         if version not in (1, 2):
             raise ConfigError(f"Trans10K version must be 1 or 2, got {version}")
+        if self.registry_name and version != type(self).version:
+            raise ConfigError(f"{self.registry_name} is Trans10K-v{type(self).version}; got "
+                              f"version={version} (use trans10k_v{version})")
         self.version = version
         self.classes = TRANS10K_V1_CLASSES if version == 1 else TRANS10K_V2_CLASSES
         self.palette = TRANS10K_V1_PALETTE if version == 1 else TRANS10K_V2_PALETTE
@@ -133,7 +142,13 @@ class Trans10KDataset(SingleImageDataset):
             raise DataError(f"{self.root}: no .jpg images for split {self.split!r} in {[str(f[1]) for f in self._folders()]}")
         return samples
 
-    def read_label(self, path: Path) -> np.ndarray:
+    @classmethod
+    def has_data(cls, root: Union[str, Path]) -> bool:
+        """True if ``root`` holds training images."""
+        return bool(visible_glob(root, "train/images/*.jpg"))
+
+    def read_label(self, path: Union[str, Path]) -> np.ndarray:
+        """A mask -> HxW int64 class ids (v1: colour means, v2: indices); DataError naming it."""
         if self.version == 1:
             return decode_v1_mask(read_image(path), path)
         return check_label_ids(read_id_image(path), len(self.classes), path)
@@ -150,13 +165,23 @@ class Trans10KDataset(SingleImageDataset):
         return {"root": str(self.root), "version": self.version, "split": self.split}
 
 
-def trans10k_v1(**kwargs: Any) -> Trans10KDataset:
-    return Trans10KDataset(version=1, **kwargs)
+@register_dataset
+class Trans10KV1Dataset(Trans10KDataset):
+    """Trans10K-v1 (3 classes, easy / hard cases)."""
+
+    registry_name = "trans10k_v1"
+    version = 1
+    repr_name = "Trans10KDataset"
+    classes = TRANS10K_V1_CLASSES
+    palette = TRANS10K_V1_PALETTE
 
 
-def trans10k_v2(**kwargs: Any) -> Trans10KDataset:
-    return Trans10KDataset(version=2, **kwargs)
+@register_dataset
+class Trans10KV2Dataset(Trans10KDataset):
+    """Trans10K-v2 (background + 11 categories)."""
 
-
-def trans10k_has_data(root: Union[str, Path]) -> bool:
-    return bool(visible_glob(root, "train/images/*.jpg"))
+    registry_name = "trans10k_v2"
+    version = 2
+    repr_name = "Trans10KDataset"
+    classes = TRANS10K_V2_CLASSES
+    palette = TRANS10K_V2_PALETTE

@@ -15,18 +15,26 @@ from typing import Union
 import numpy as np
 from PIL import Image
 
+from mmsam.data.datasets.deliver import (
+    DELIVER_CONDITIONS,
+    DELIVER_FOLDERS,
+    DELIVER_SPLITS,
+    LABEL_FOLDER,
+)
 from mmsam.data.synthetic.sensors import render_sample
 from mmsam.data.synthetic.common import MARKER, Synthesis, check_generate_args, written_by  # noqa: F401  (MARKER: re-exported)
 
-CONDITIONS = ("cloud", "fog", "night", "rain", "sun")
+CONDITIONS = DELIVER_CONDITIONS
 #: Scene suffix cycle: half the scenes normal, the rest one sensor-failure case each.
 CASE_CYCLE = ("", "motionblur", "", "overexposure", "", "underexposure", "", "lidarjitter",
               "", "eventlowres")
 FRAMES_PER_SCENE = 2
-SPLITS = ("train", "val", "test")
-# folder -> file tag (the "depth" modality lives in hha/).
-FILES = {"img": ("rgb", "rgb"), "hha": ("hha", "depth"), "event": ("event", "event"),
-         "lidar": ("lidar", "lidar"), "semantic": ("semantic", "semantic")}
+SPLITS = DELIVER_SPLITS
+#: modality -> the array of :func:`render_sample` written for it
+_RENDERED = {"rgb": "rgb", "depth": "hha", "event": "event", "lidar": "lidar"}
+#: folder -> (array of :func:`render_sample`, file tag), from the loader's layout.
+FILES = {**{DELIVER_FOLDERS[m][0]: (key, DELIVER_FOLDERS[m][1]) for m, key in _RENDERED.items()},
+         LABEL_FOLDER[0]: ("semantic", LABEL_FOLDER[1])}
 
 
 def plan_split(split: str, n: int) -> list[tuple[str, str, str, str]]:
