@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw
 
-from mmsam.engine.prediction_writer import _default_palette, colorize
+from mmsam.palette import colorize, default_palette
 from mmsam.engine.task import subset_key
 from mmsam.errors import CheckpointError
 from mmsam.fileio import atomic_write, load_torch_file
@@ -243,7 +243,7 @@ class EvaluationReport(pl.Callback):
         }
         shown = self._shown
         title = self.title
-        palette = list(getattr(getattr(trainer, "datamodule", None), "palette", None) or _default_palette(task.num_classes))
+        palette = list(getattr(getattr(trainer, "datamodule", None), "palette", None) or default_palette(task.num_classes))
         class_names = list(task.class_names)
         files = [draw_confusion(confmat, out / "confusion.png", class_names)]
         if shown:

@@ -7,7 +7,7 @@ import lightning.pytorch as pl
 import numpy as np
 import torch
 
-from mmsam.engine.prediction_writer import colorize
+from mmsam.palette import colorize
 
 
 def _palette(trainer: pl.Trainer, k: int) -> list[list[int]]:
