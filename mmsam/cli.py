@@ -213,7 +213,7 @@ def _info(argv: list[str]) -> int:
     cli = lightning_main(["--config", ns.config, *rest], run=False)
     counts = count_parameters(cli.model)
     method = cli.model.method
-    backbone = getattr(getattr(method, "backbone", None), "name", "?")
+    backbone = method.backbone.name  # build_frozen sets it; SAM and SAM 2 backbones are named
     share = 100 * counts["trainable"] / max(1, counts["trainable"] + counts["frozen"])
     print(f"method: {type(method).__name__}   backbone: {backbone}   modalities: {', '.join(method.modalities)}   "
           f"classes: {method.num_classes}   trainable: {share:.2f}%")

@@ -9,15 +9,17 @@ next start.
 
 Every file a user hands over is read with :func:`load_torch_file` (``weights_only=True``, never
 pickle); a file that needs pickle, or is truncated, or is not a torch file, gives one
-:class:`~mmsam.errors.CheckpointError` naming it.
+:class:`~mmsam.errors.CheckpointError` naming it. Whether a loaded state dict fits a model is
+:func:`compare_state_dicts`, for every loader's error message.
 """
 from __future__ import annotations
 
 import contextlib
 import os
 import re
+from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any, Iterator
+from typing import IO, Any, Collection, Iterator, Mapping
 
 from mmsam.errors import CheckpointError
 
@@ -152,3 +154,29 @@ def load_torch_file(path: str | Path, *, map_location: Any = "cpu", mmap: bool =
         raise CheckpointError(f"{path}: not a readable checkpoint, truncated or not a torch file ({_first_line(e)})") from None
     except Exception as e:  # noqa: BLE001  (foreign bytes fail with many types: one line naming the file)
         raise CheckpointError(f"{path}: not a readable checkpoint ({type(e).__name__}: {_first_line(e)})") from None
+
+
+@dataclass(frozen=True)
+class StateDictMismatch:
+    """How a file's state dict fails to fit a model's; false when it fits. Lists in the model's
+    (missing) or the file's (unexpected, shapes) key order."""
+
+    missing: list[str]  # required keys the file lacks
+    unexpected: list[str]  # file keys the model lacks
+    shapes: list[str]  # "key: file (..) vs model (..)"
+
+    def __bool__(self) -> bool:
+        return bool(self.missing or self.unexpected or self.shapes)
+
+
+def compare_state_dicts(model: Mapping[str, Any], file: Mapping[str, Any], *,
+                        required: Collection[str] | None = None) -> StateDictMismatch:
+    """Compare key sets and shapes of ``file`` (tensors read from disk) with ``model``'s; ``required``
+    (default: all of ``model``'s keys) are the keys the file must hold."""
+    need = model.keys() if required is None else required
+    return StateDictMismatch(
+        missing=[k for k in need if k not in file],
+        unexpected=[k for k in file if k not in model],
+        shapes=[f"{k}: file {tuple(file[k].shape)} vs model {tuple(model[k].shape)}"
+                for k in file if k in model and tuple(file[k].shape) != tuple(model[k].shape)],
+    )

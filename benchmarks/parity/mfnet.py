@@ -11,7 +11,7 @@ of these is a dependency of mmsam.
 
 What it does, per adapter (MMAdapter = the official ``-mod sam_adpt``, MMLoRA = ``-mod sam_lora``):
 
-1. builds ours: ``create_method("mfnet", num_classes=6, modalities=["irrg", "dsm"],
+1. builds ours: ``MFNet(num_classes=6, modalities=["irrg", "dsm"],
    backbone="sam_vit_b", img_size=256)`` (256 px is the paper's tile; at smaller sizes the
    official reflect padding fails on the 1/32 map), fills it with
    :func:`mmsam.testing.fill_deterministic` (then sets the decoder's fusion weights to
@@ -53,7 +53,7 @@ from mmsam.errors import CheckpointError
 from mmsam.interop.mfnet import CONSTANT_OFFICIAL, UNUSED_OFFICIAL, Rule
 from mmsam.interop.mfnet import build_mapping as _build_mapping
 from mmsam.interop.mfnet import rule_for as _rule_for
-from mmsam.methods import create_method
+from mmsam.methods import MFNet
 from mmsam.testing import fill_deterministic, fixed_input
 
 SEED = 0
@@ -83,8 +83,8 @@ def official_size_tables(adapter: str, seed: int = SEED) -> dict[str, torch.Tens
 def build_ours(adapter: str, seed: int = SEED) -> torch.nn.Module:
     """Our MFNet (ViT-B, 256 px) with deterministic weights, in eval mode."""
     config = MMAdapterConfig() if adapter == "mm_adapter" else MMLoRAConfig()
-    model = create_method(
-        "mfnet", num_classes=NUM_CLASSES, modalities=list(MODALITIES), backbone="sam_vit_b", img_size=IMG, adapter=config
+    model = MFNet(
+        num_classes=NUM_CLASSES, modalities=list(MODALITIES), backbone="sam_vit_b", img_size=IMG, adapter=config
     )
     fill_deterministic(model, seed)
     params = dict(model.named_parameters())

@@ -15,7 +15,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from mmsam.errors import CheckpointError
-from mmsam.fileio import atomic_write_with
+from mmsam.fileio import atomic_write_with, compare_state_dicts
 
 FORMAT = "mmsam-adapters/1"
 
@@ -58,13 +58,11 @@ def load_trainable(module: nn.Module, path: str | Path) -> dict[str, Any]:
     config = read_metadata(path)
     state = load_file(str(path))
     own = dict(module.named_parameters())
-    expected = {n for n, p in own.items() if p.requires_grad}
-    missing, unexpected = sorted(expected - set(state)), sorted(set(state) - set(own))
-    shapes = [f"{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}" for k in set(state) & set(own) if state[k].shape != own[k].shape]
-    if missing or unexpected or shapes:
+    diff = compare_state_dicts(own, state, required=[n for n, p in own.items() if p.requires_grad])
+    if diff:
         raise CheckpointError(
-            f"{path}: adapters do not fit this model: missing {missing[:8]} ({len(missing)}), "
-            f"unexpected {unexpected[:8]} ({len(unexpected)}), shape mismatches {sorted(shapes)[:8]}"
+            f"{path}: adapters do not fit this model: missing {sorted(diff.missing)[:8]} ({len(diff.missing)}), "
+            f"unexpected {sorted(diff.unexpected)[:8]} ({len(diff.unexpected)}), shape mismatches {sorted(diff.shapes)[:8]}"
         )
     for name, tensor in state.items():
         own[name].data.copy_(tensor)

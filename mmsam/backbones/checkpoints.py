@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from mmsam.errors import CheckpointError
+from mmsam.fileio import compare_state_dicts
 
 Family = Literal["sam", "sam2"]
 FAMILY_NAMES = {"sam": "SAM (v1)", "sam2": "SAM 2"}
@@ -173,14 +174,9 @@ def load_checked(
     model_sd = module.state_dict()
     expected = {_rename(mk, file_prefixes or {}): mk for mk in model_sd}  # file key -> module key
     present = [k for k in state_dict if k not in ignore]
-    missing = [k for k in expected if k not in state_dict]
-    unexpected = [k for k in present if k not in expected]
-    shapes = [
-        f"{k}: file {tuple(state_dict[k].shape)} vs model {tuple(model_sd[expected[k]].shape)}"
-        for k in present
-        if k in expected and state_dict[k].shape != model_sd[expected[k]].shape
-    ]
-    if missing or unexpected or shapes:
+    diff = compare_state_dicts({k: model_sd[mk] for k, mk in expected.items()}, {k: state_dict[k] for k in present})
+    missing, unexpected, shapes = diff.missing, diff.unexpected, diff.shapes
+    if diff:
         lines = [f"checkpoint {path} does not fit backbone {model!r}" + (f": {hint}" if hint else "")]
         if missing:
             lines.append(f"  {len(missing)} missing key(s), in the model but not in the file: {_listing(missing)}")

@@ -49,10 +49,6 @@ def list_backbones(pattern: str | None = None) -> list[str]:
     return [n for n in names if fnmatch.fnmatchcase(n, pattern)]
 
 
-def is_backbone(name: str) -> bool:
-    return name in _BACKBONES
-
-
 def create_backbone(name: str, **kwargs: Any) -> nn.Module:
     """Build the backbone registered as ``name``; an unknown name raises ``ConfigError`` listing the known ones."""
     if name not in _BACKBONES:

@@ -13,7 +13,9 @@ from __future__ import annotations
 from typing import Any, Callable, Optional, Sequence, Union
 
 import torch
-import torch.nn.functional as F
+from torchvision import tv_tensors
+from torchvision.transforms.v2 import InterpolationMode
+from torchvision.transforms.v2 import functional as TF
 
 from mmsam.errors import ConfigError
 
@@ -33,30 +35,47 @@ def _pair(size: Size) -> tuple[int, int]:
 
 
 def resize_image(image: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """Bilinear resize of a CxHxW float image to ``size`` (antialiased when shrinking)."""
+    """Bilinear resize of a CxHxW float image to ``size`` (antialiased when shrinking); a
+    ``tv_tensors.Image`` stays one."""
     if tuple(image.shape[-2:]) == tuple(size):
         return image
     shrink = size[0] < image.shape[-2] or size[1] < image.shape[-1]
-    out = F.interpolate(image[None].float(), size=size, mode="bilinear",
-                        align_corners=False, antialias=shrink)
-    return out[0].to(image.dtype)
+    # antialias only when shrinking: v2's default antialias=True also smooths an enlarged axis
+    out = TF.resize(tv_tensors.Image(image.float()), list(size),
+                    interpolation=InterpolationMode.BILINEAR, antialias=shrink)
+    out = out.to(image.dtype)
+    return out if isinstance(image, tv_tensors.Image) else out.as_subclass(torch.Tensor)
 
 
 def resize_nearest(tensor: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """Nearest (pixel-centre exact) resize of an HxW or CxHxW tensor of any dtype."""
+    """Nearest (pixel-centre exact) resize of an HxW or CxHxW tensor of any dtype; a
+    ``tv_tensors.Mask`` stays one."""
     if tuple(tensor.shape[-2:]) == tuple(size):
         return tensor
-    x = tensor[None, None] if tensor.dim() == 2 else tensor[None]
-    out = F.interpolate(x.float(), size=size, mode="nearest-exact")
-    out = out[0, 0] if tensor.dim() == 2 else out[0]
-    return out.round().to(tensor.dtype) if not tensor.is_floating_point() else out.to(tensor.dtype)
+    # NEAREST_EXACT, not v2's mask default NEAREST (which samples half a pixel off bilinear's grid)
+    out = TF.resize(tv_tensors.Mask(tensor), list(size), interpolation=InterpolationMode.NEAREST_EXACT)
+    return out if isinstance(tensor, tv_tensors.Mask) else out.as_subclass(torch.Tensor)
+
+
+def _crop_pad(x: tv_tensors.TVTensor, size: tuple[int, int], top: int, left: int,
+              fill: float) -> tv_tensors.TVTensor:
+    """The ``size`` window at (top, left); where it leaves ``x`` it is padded bottom/right with ``fill``."""
+    (th, tw), (h, w) = size, x.shape[-2:]
+    x = TF.crop(x, top, left, min(th, h - top), min(tw, w - left))  # v2's crop would pad with 0
+    ph, pw = th - x.shape[-2], tw - x.shape[-1]
+    if ph > 0 or pw > 0:
+        x = TF.pad(x, [0, 0, pw, ph], fill=fill)
+    return x
 
 
 def _map(sample: Sample, image_fn: Callable, label_fn: Callable) -> Sample:
+    """Apply ``image_fn`` to every modality (as ``tv_tensors.Image``) and ``label_fn`` to the label
+    (as ``tv_tensors.Mask``); the results are plain tensors again."""
     out = dict(sample)
-    out["modalities"] = {k: image_fn(v) for k, v in sample["modalities"].items()}
+    out["modalities"] = {k: image_fn(tv_tensors.Image(v)).as_subclass(torch.Tensor)
+                         for k, v in sample["modalities"].items()}
     if sample.get("label") is not None:
-        out["label"] = label_fn(sample["label"])
+        out["label"] = label_fn(tv_tensors.Mask(sample["label"])).as_subclass(torch.Tensor)
     return out
 
 
@@ -97,9 +116,9 @@ class JointResize:
 
 
 class _JointRandomFlip:
-    """Flip every modality and the label along ``dim`` with probability ``p``."""
+    """Flip every modality and the label (``_flip``) with probability ``p``."""
 
-    dim = -1
+    _flip = staticmethod(TF.horizontal_flip)
     what = "flip probability"
 
     def __init__(self, p: float = 0.5) -> None:
@@ -110,7 +129,7 @@ class _JointRandomFlip:
     def __call__(self, sample: Sample) -> Sample:
         if torch.rand(()).item() >= self.p:
             return sample
-        return _map(sample, lambda x: x.flip(self.dim), lambda y: y.flip(self.dim))
+        return _map(sample, self._flip, self._flip)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(p={self.p})"
@@ -123,7 +142,7 @@ class JointRandomHorizontalFlip(_JointRandomFlip):
 class JointRandomVerticalFlip(_JointRandomFlip):
     """Flip every modality and the label top-bottom with probability ``p`` (MFNet's vertical flip)."""
 
-    dim = -2
+    _flip = staticmethod(TF.vertical_flip)
     what = "vertical flip probability"
 
 
@@ -138,20 +157,12 @@ class JointRandomCrop:
         self.image_fill = image_fill
         self.label_fill = label_fill
 
-    def _crop_pad(self, x: torch.Tensor, top: int, left: int, fill: float) -> torch.Tensor:
-        th, tw = self.size
-        x = x[..., top:top + th, left:left + tw]
-        ph, pw = th - x.shape[-2], tw - x.shape[-1]
-        if ph > 0 or pw > 0:
-            x = F.pad(x, (0, pw, 0, ph), value=fill)
-        return x
-
     def __call__(self, sample: Sample) -> Sample:
         h, w = _hw(sample)
         top = int(torch.randint(0, max(h - self.size[0], 0) + 1, ()).item())
         left = int(torch.randint(0, max(w - self.size[1], 0) + 1, ()).item())
-        return _map(sample, lambda x: self._crop_pad(x, top, left, self.image_fill),
-                    lambda y: self._crop_pad(y, top, left, self.label_fill))
+        return _map(sample, lambda x: _crop_pad(x, self.size, top, left, self.image_fill),
+                    lambda y: _crop_pad(y, self.size, top, left, self.label_fill))
 
     def __repr__(self) -> str:
         return f"JointRandomCrop(size={self.size})"
@@ -185,21 +196,13 @@ class JointRandomResizedCrop:
         left = int(torch.randint(0, max(new[1] - self.size[1], 0) + 1, ()).item())
         return new, top, left
 
-    def _crop_pad(self, x: torch.Tensor, top: int, left: int, fill: float) -> torch.Tensor:
-        th, tw = self.size
-        x = x[..., top:top + th, left:left + tw]
-        ph, pw = th - x.shape[-2], tw - x.shape[-1]
-        if ph > 0 or pw > 0:
-            x = F.pad(x, (0, pw, 0, ph), value=fill)
-        return x
-
     def __call__(self, sample: Sample) -> Sample:
         h, w = _hw(sample)
         new, top, left = self._params(h, w)
         return _map(
             sample,
-            lambda x: self._crop_pad(resize_image(x, new), top, left, self.image_fill),
-            lambda y: self._crop_pad(resize_nearest(y, new), top, left, self.label_fill),
+            lambda x: _crop_pad(resize_image(x, new), self.size, top, left, self.image_fill),
+            lambda y: _crop_pad(resize_nearest(y, new), self.size, top, left, self.label_fill),
         )
 
     def __repr__(self) -> str:

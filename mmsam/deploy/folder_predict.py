@@ -18,6 +18,7 @@ from PIL import Image
 
 from mmsam.deploy.predictor import Predictor
 from mmsam.errors import ConfigError, MMSamError
+from mmsam.palette import default_palette, palette_png
 
 __all__ = ["FolderReport", "default_patterns", "find_scenes", "predict_folder"]
 
@@ -71,13 +72,6 @@ class FolderReport:
         return "\n".join(lines)
 
 
-def _palette_png(labels: np.ndarray, palette: Sequence[Sequence[int]]) -> Image.Image:
-    img = Image.fromarray(labels.astype(np.uint8), mode="P")
-    flat = [int(v) for c in palette for v in c][: 256 * 3]
-    img.putpalette(flat + [0] * (768 - len(flat)))
-    return img
-
-
 def _overlay(base: np.ndarray, labels: np.ndarray, palette: Sequence[Sequence[int]], alpha: float = 0.5) -> Image.Image:
     lut = np.zeros((256, 3), dtype=np.float32)
     lut[: len(palette)] = np.asarray(palette, dtype=np.float32)
@@ -111,7 +105,7 @@ def predict_folder(
     if not scenes:
         shown = ", ".join(f"{m}: {p}" for m, p in pats.items())
         raise ConfigError(f"{root}: no file matches the modality patterns ({shown}); set them with --pattern MODALITY=GLOB")
-    palette = predictor.palette or _fallback_palette(len(predictor.class_names))
+    palette = predictor.palette or default_palette(len(predictor.class_names))
     report = FolderReport()
     out.mkdir(parents=True, exist_ok=True)
     for sid, files in tqdm(sorted(scenes.items()), desc="predict", unit="scene", disable=not progress):
@@ -125,7 +119,7 @@ def predict_folder(
             continue
         target = out / f"{sid}.png"
         target.parent.mkdir(parents=True, exist_ok=True)
-        _palette_png(pred.labels, palette).save(target)
+        palette_png(pred.labels, palette).save(target)
         if overlay:
             first = next(m for m in predictor.modalities if m in files)
             base = predictor.read(first, files[first]).numpy().transpose(1, 2, 0)
@@ -135,7 +129,3 @@ def predict_folder(
         report.written.append(sid)
     return report
 
-
-def _fallback_palette(n: int) -> list[list[int]]:
-    rng = np.random.default_rng(0)
-    return rng.integers(0, 256, size=(max(n, 1), 3)).tolist()

@@ -24,6 +24,7 @@ import yaml
 
 import mmsam
 from mmsam.errors import CheckpointError, ConfigError
+from mmsam.fileio import compare_state_dicts
 
 FORMAT = "mmsam-model/1"
 WEIGHTS = "adapters.safetensors"
@@ -205,11 +206,9 @@ def read_model_folder(folder: str | os.PathLike, *, checkpoint: str | os.PathLik
             state = {k: f.get_tensor(k) for k in f.keys()}
     except (OSError, SafetensorError) as e:
         raise CheckpointError(f"{w_path}: not a readable safetensors file ({e})") from None
-    own = task.method.state_dict()
-    unexpected = sorted(set(state) - set(own))
-    shapes = sorted(k for k in set(state) & set(own) if state[k].shape != own[k].shape)
-    if unexpected or shapes:
-        raise CheckpointError(f"{w_path}: does not fit the model {CONFIG} describes: unexpected {unexpected[:6]}, shape mismatches {shapes[:6]}")
+    diff = compare_state_dicts(task.method.state_dict(), state, required=())  # the file holds the changed tensors only
+    if diff:
+        raise CheckpointError(f"{w_path}: does not fit the model {CONFIG} describes: unexpected {sorted(diff.unexpected)[:6]}, shape mismatches {sorted(diff.shapes)[:6]}")
     task.method.load_state_dict(state, strict=False)
     task.eval()
     return task, info

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw
 
-from mmsam.engine.prediction_writer import _default_palette, colorize
+from mmsam.palette import colorize, default_palette
 from mmsam.engine.task import subset_key
 from mmsam.errors import CheckpointError
 from mmsam.fileio import atomic_write, load_torch_file
@@ -130,12 +130,12 @@ def _table(header: Sequence[str], rows: list[Sequence[str]]) -> list[str]:
 def _protocol_lines(task: Any, class_names: Sequence[str]) -> list[str]:
     """How the scores were taken: classes in the means, sliding windows."""
     lines = []
-    mean_over = getattr(task, "mean_over", None)
+    mean_over = task.mean_over
     if mean_over is not None:
         left = [n for i, n in enumerate(class_names) if i not in mean_over]
         lines.append(f"- mIoU / mAcc / mF1 over {len(mean_over)} of {len(class_names)} classes (left out: {', '.join(left)}); OA over all")
-    ev = getattr(task, "evaluation", None)
-    if ev is not None and ev.window:
+    ev = task.evaluation
+    if ev.window:
         lines.append(f"- sliding windows: {ev.window} px, stride {ev.test_stride} px, logits averaged over overlaps")
     return lines
 
@@ -243,7 +243,7 @@ class EvaluationReport(pl.Callback):
         }
         shown = self._shown
         title = self.title
-        palette = list(getattr(getattr(trainer, "datamodule", None), "palette", None) or _default_palette(task.num_classes))
+        palette = list(getattr(getattr(trainer, "datamodule", None), "palette", None) or default_palette(task.num_classes))
         class_names = list(task.class_names)
         files = [draw_confusion(confmat, out / "confusion.png", class_names)]
         if shown:
@@ -252,7 +252,7 @@ class EvaluationReport(pl.Callback):
         lines = ["# Evaluation report", ""]
         if title:
             lines += [title, ""]
-        method = type(getattr(task, "method", task)).__name__
+        method = type(task.method).__name__
         lines += [
             f"- method: `{method}`; modalities: {', '.join(modalities)}; classes: {task.num_classes}",
             f"- test samples: {n_samples}; absent classes: `{task.evaluation.absent_classes}`; scores in percent",
@@ -266,7 +266,7 @@ class EvaluationReport(pl.Callback):
             "",
         ]
         gt_pixels = confmat.sum(1)
-        mean_over = getattr(task, "mean_over", None)
+        mean_over = task.mean_over
         lines += _table(
             ["#", "class", "IoU", "F1", "Acc", "pixels", "in means"],
             [[str(i), name, _pct(full["IoU"][i]), _pct(full["F1"][i]), _pct(full["Acc"][i]), str(int(gt_pixels[i])),

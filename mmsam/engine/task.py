@@ -15,6 +15,7 @@ from mmsam.engine.schedule import WarmupPoly, scheduler_interval
 from mmsam.engine.sliding_window import sliding_window_logits
 from mmsam.engine.tables import format_binary, format_subset_table, format_table
 from mmsam.errors import CheckpointError, ConfigError
+from mmsam.fileio import compare_state_dicts
 from mmsam.losses import build_loss
 from mmsam.metrics import SegmentationScore, binary_scores, segmentation_scores
 
@@ -208,14 +209,11 @@ class SegmentationTask(pl.LightningModule):
         state = checkpoint.get("state_dict")
         if state is None:
             raise CheckpointError("the checkpoint has no 'state_dict': it is not a Lightning checkpoint of mmsam")
-        own = self.state_dict()
-        missing = sorted(set(own) - set(state))
-        unexpected = sorted(set(state) - set(own))
-        shapes = [f"{k}: file {tuple(state[k].shape)} vs model {tuple(own[k].shape)}" for k in own.keys() & state.keys() if state[k].shape != own[k].shape]
-        if missing or unexpected or shapes:
+        diff = compare_state_dicts(self.state_dict(), state)
+        if diff:
             raise CheckpointError(
                 "the checkpoint does not fit this model (was it trained with another method, backbone, "
-                f"class count or modalities?): {_few(missing, 'missing')}{_few(unexpected, 'unexpected')}{_few(sorted(shapes), 'shape mismatches')}".rstrip("; ")
+                f"class count or modalities?): {_few(sorted(diff.missing), 'missing')}{_few(sorted(diff.unexpected), 'unexpected')}{_few(sorted(diff.shapes), 'shape mismatches')}".rstrip("; ")
             )
 
     # ---- helpers -----------------------------------------------------------------------

@@ -7,7 +7,7 @@ import lightning.pytorch as pl
 import numpy as np
 import torch
 
-from mmsam.engine.prediction_writer import colorize
+from mmsam.palette import colorize
 
 
 def _palette(trainer: pl.Trainer, k: int) -> list[list[int]]:
@@ -70,8 +70,7 @@ class ValidationImages(pl.Callback):
     def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: Any) -> None:
         """The task's ``per_class_iou`` (a ``ClasswiseWrapper``, reset at each validation epoch's
         start): computed on every process (one synchronisation, also where no batch was seen)."""
-        metric = getattr(pl_module, "per_class_iou", None)
-        if not self.per_class_iou or trainer.sanity_checking or metric is None:
+        if not self.per_class_iou or trainer.sanity_checking:
             return
-        values = metric.compute()  # {"val/IoU/<class>": percent}
+        values = pl_module.per_class_iou.compute()  # {"val/IoU/<class>": percent}
         pl_module.log_dict({k: v for k, v in values.items() if not torch.isnan(v)}, sync_dist=False)

@@ -19,12 +19,13 @@ Official Conv-LoRA code: AutoGluon ``multimodal/src/autogluon/multimodal/models/
 * binary tasks with the PraNet "structure loss" (BCE + boundary-weighted IoU), SBU shadow with a
   balanced BCE.
 
-Written from those definitions (no scipy: the small Hungarian solver is here).
+Written from those definitions; the Hungarian matching is scipy's.
 """
 from __future__ import annotations
 
 from typing import Callable
 
+import scipy.optimize
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -33,57 +34,13 @@ from torch import nn
 
 
 def linear_sum_assignment(cost: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Minimum-cost assignment of a ``(n, m)`` cost matrix (``scipy.optimize.linear_sum_assignment``).
+    """Minimum-cost assignment of a ``(n, m)`` cost matrix: ``scipy.optimize.linear_sum_assignment``
+    on a float64 CPU copy (as HF's ``Mask2FormerHungarianMatcher``).
 
-    Returns ``(rows, cols)`` sorted by row, ``min(n, m)`` pairs. Shortest augmenting paths with
-    potentials (Kuhn-Munkres, O(n² m)), in float64 on the CPU.
+    Returns int64 ``(rows, cols)`` sorted by row, ``min(n, m)`` pairs.
     """
-    c = cost.detach().to("cpu", torch.float64)
-    transposed = c.shape[0] > c.shape[1]
-    if transposed:
-        c = c.T
-    n, m = c.shape
-    if n == 0:
-        empty = torch.zeros(0, dtype=torch.int64)
-        return empty, empty
-    a = c.tolist()
-    inf = float("inf")
-    u, v = [0.0] * (n + 1), [0.0] * (m + 1)
-    p, way = [0] * (m + 1), [0] * (m + 1)  # p[j]: row (1-based) assigned to column j; 0 = free
-    for i in range(1, n + 1):
-        p[0], j0 = i, 0
-        minv, used = [inf] * (m + 1), [False] * (m + 1)
-        while True:
-            used[j0] = True
-            i0, delta, j1 = p[j0], inf, 0
-            row = a[i0 - 1]
-            for j in range(1, m + 1):
-                if not used[j]:
-                    cur = row[j - 1] - u[i0] - v[j]
-                    if cur < minv[j]:
-                        minv[j], way[j] = cur, j0
-                    if minv[j] < delta:
-                        delta, j1 = minv[j], j
-            for j in range(m + 1):
-                if used[j]:
-                    u[p[j]] += delta
-                    v[j] -= delta
-                else:
-                    minv[j] -= delta
-            j0 = j1
-            if p[j0] == 0:
-                break
-        while j0:
-            j1 = way[j0]
-            p[j0] = p[j1]
-            j0 = j1
-    pairs = sorted((p[j] - 1, j - 1) for j in range(1, m + 1) if p[j])
-    rows = torch.tensor([r for r, _ in pairs], dtype=torch.int64)
-    cols = torch.tensor([q for _, q in pairs], dtype=torch.int64)
-    if transposed:
-        order = torch.argsort(cols)
-        rows, cols = cols[order], rows[order]
-    return rows, cols
+    rows, cols = scipy.optimize.linear_sum_assignment(cost.detach().to("cpu", torch.float64).numpy())
+    return torch.as_tensor(rows, dtype=torch.int64), torch.as_tensor(cols, dtype=torch.int64)
 
 
 # ---- point sampling (Mask2Former / PointRend) -------------------------------------------------

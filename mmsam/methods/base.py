@@ -11,7 +11,6 @@ from torch import nn
 
 from mmsam.adapters import AdapterConfig, add_balance_loss, inject_adapters, modality_layout, with_modalities
 from mmsam.backbones import create_backbone, list_backbones
-from mmsam.backbones.registry import is_backbone
 from mmsam.data.modalities import get_modality
 from mmsam.errors import ConfigError
 
@@ -80,7 +79,7 @@ class SegmentationMethod(nn.Module):
         whatever the family (SAM ViT always needs it). Sets ``self.backbone``,
         ``self.adapter_config``, ``self.adapted_modules`` and ``self.img_size``.
         """
-        if family is not None and is_backbone(backbone) and not fnmatch.fnmatchcase(backbone, _FAMILIES[family][0]):
+        if family is not None and backbone in list_backbones() and not fnmatch.fnmatchcase(backbone, _FAMILIES[family][0]):
             pattern, label = _FAMILIES[family]
             raise ConfigError(
                 f"{type(self).__name__} needs a {label} backbone{f' ({family_why})' if family_why else ''}, got {backbone!r}; "

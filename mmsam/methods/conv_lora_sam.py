@@ -27,10 +27,8 @@ from mmsam.heads import upsample_logits
 from mmsam.heads.mask_token_head import MaskTokenHead
 from mmsam.losses.mask_classification import BINARY_LOSSES, MaskClassificationLoss, semantic_inference
 from mmsam.methods.base import SegmentationMethod, take_decoder
-from mmsam.methods.registry import register_method
 
 
-@register_method("conv_lora_sam")
 class ConvLoRASAM(SegmentationMethod):
     """Conv-LoRA on a frozen SAM / SAM 2 encoder + N-token mask decoder (binary or mask classification).
 

@@ -35,10 +35,8 @@ from mmsam.heads import upsample_logits
 from mmsam.heads.sam_decoder import with_class_tokens
 from mmsam.losses.prototype import SemanticPrototypeMemory
 from mmsam.methods.base import SegmentationMethod
-from mmsam.methods.registry import register_method
 
 
-@register_method("memorysam")
 class MemorySAM(SegmentationMethod):
     """Shared LoRA on SAM 2 + modalities as memory frames + K-class decoder + SPMM (training).
 

@@ -19,10 +19,8 @@ from mmsam.adapters import AdapterConfig, LoRAConfig, MMAdapterConfig
 from mmsam.fusion import DeepFusionModule
 from mmsam.heads import UNetFormerDecoder
 from mmsam.methods.base import SegmentationMethod
-from mmsam.methods.registry import register_method
 
 
-@register_method("mfnet")
 class MFNet(SegmentationMethod):
     """Frozen SAM ViT + MMAdapter / MMLoRA streams + DFM + UNetFormer decoder.
 

@@ -20,10 +20,8 @@ from mmsam.errors import ConfigError
 from mmsam.fusion import ModalityRouter
 from mmsam.heads import MultiScaleAuxHead, upsample_logits
 from mmsam.methods.base import SegmentationMethod, sam_decoder_head
-from mmsam.methods.registry import register_method
 
 
-@register_method("mlesam")
 class MLESAM(SegmentationMethod):
     """MoE-LoRA on a frozen SAM / SAM 2 + router + K-class decoder + auxiliary head.
 

@@ -16,10 +16,8 @@ from torch import nn
 from mmsam.adapters import AdapterConfig, LoRAConfig
 from mmsam.heads import upsample_logits
 from mmsam.methods.base import SegmentationMethod, sam_decoder_head
-from mmsam.methods.registry import register_method
 
 
-@register_method("sam_lora")
 class SamLoRA(SegmentationMethod):
     """Frozen SAM + shared LoRA (or any adapter) + mean fusion + K-class SAM decoder.
 

@@ -30,14 +30,15 @@ def test_fit_writes_checkpoints_and_prints_tables(tiny_root, make_config, tmp_pa
     assert state["epoch"] == 1 and state["global_step"] == 4
     assert list((tmp_path / "run" / "logs").glob("version_*/metrics.csv"))
 
-    # predict: one colour PNG per test sample, in the sample's relative folder
+    # predict: one palette PNG per test sample (class ids, DELIVER's palette), in the sample's relative folder
     out_dir = tmp_path / "preds"
     assert main(["predict", "--config", str(cfg), "--ckpt_path", str(tmp_path / "run/checkpoints/last.ckpt"),
                  "--predict_writer.output_dir", str(out_dir)]) == 0
     pngs = sorted(out_dir.rglob("*.png"))
     assert len(pngs) == 4
-    img = np.array(Image.open(pngs[0]))
-    assert img.shape == (64, 64, 3) and img.dtype == np.uint8
+    img = Image.open(pngs[0])
+    assert img.mode == "P" and img.size == (64, 64) and np.array(img).max() < 25
+    assert img.getpalette()[:3] == [70, 70, 70]  # DELIVER class 0 (Building)
 
     # a checkpoint of another model is refused, naming the file and the keys
     capsys.readouterr()

@@ -1,4 +1,4 @@
-"""Every registered adapter in every registered method: built from the one `adapter` key, one training step.
+"""Every registered adapter in every method: built from the one `adapter` key, one training step.
 
 Tiny backbones (SAM ViT and SAM 2 Hiera, 64 px), batch 1; the whole matrix runs in well under a minute.
 Combinations that cannot work would be refused with one line and listed in docs/architecture.md; today
@@ -19,7 +19,8 @@ from mmsam.adapters import (
     MoELoRAConfig,
     list_adapters,
 )
-from mmsam.methods import create_method, list_methods
+import mmsam.methods
+from mmsam.methods import ConvLoRASAM, MemorySAM, MFNet, MLESAM, SamLoRA, SegmentationMethod
 
 MODS = ["rgb", "depth"]
 SIZE = 64
@@ -34,11 +35,11 @@ ADAPTERS = {
 }
 # each method on a tiny backbone; together they put every adapter on both SAM ViT and SAM 2 Hiera
 METHODS = {
-    "sam_lora": {"backbone": "sam2_hiera_micro"},
-    "mlesam": {"backbone": "sam2_hiera_micro", "aux_embed_dim": 16},
-    "memorysam": {"backbone": "sam2_hiera_micro"},
-    "mfnet": {"backbone": "sam_vit_tiny", "decode_channels": 16, "num_heads": 2},
-    "conv_lora_sam": {"backbone": "sam_vit_tiny"},
+    "sam_lora": (SamLoRA, {"backbone": "sam2_hiera_micro"}),
+    "mlesam": (MLESAM, {"backbone": "sam2_hiera_micro", "aux_embed_dim": 16}),
+    "memorysam": (MemorySAM, {"backbone": "sam2_hiera_micro"}),
+    "mfnet": (MFNet, {"backbone": "sam_vit_tiny", "decode_channels": 16, "num_heads": 2}),
+    "conv_lora_sam": (ConvLoRASAM, {"backbone": "sam_vit_tiny"}),
 }
 NUM_CLASSES = {"conv_lora_sam": 2}  # its binary head: the cheapest loss
 # (method, adapter) pairs refused on purpose, with the message they give (docs/architecture.md)
@@ -56,7 +57,9 @@ def one_thread():
 
 def test_the_matrix_covers_every_registered_adapter_and_method():
     assert set(ADAPTERS) == set(list_adapters())
-    assert set(METHODS) == set(list_methods())
+    exported = {c for c in vars(mmsam.methods).values()
+                if isinstance(c, type) and issubclass(c, SegmentationMethod) and c is not SegmentationMethod}
+    assert {cls for cls, _ in METHODS.values()} == exported
 
 
 def _batch(k: int) -> dict:
@@ -73,12 +76,13 @@ def _batch(k: int) -> dict:
 def test_adapter_in_method_builds_and_trains_one_step(method, adapter):
     torch.manual_seed(0)
     k = NUM_CLASSES.get(method, 3)
-    kwargs = dict(num_classes=k, modalities=MODS, img_size=SIZE, adapter=ADAPTERS[adapter](), **METHODS[method])
+    cls, extra = METHODS[method]
+    kwargs = dict(num_classes=k, modalities=MODS, img_size=SIZE, adapter=ADAPTERS[adapter](), **extra)
     if (method, adapter) in REFUSED:
         with pytest.raises(Exception, match=REFUSED[(method, adapter)]):
-            create_method(method, **kwargs)
+            cls(**kwargs)
         return
-    m = create_method(method, **kwargs)
+    m = cls(**kwargs)
     layers = [mod for mod in m.modules() if isinstance(mod, AdapterLayer)]
     assert layers and all(type(mod).__name__ == type(layers[0]).__name__ for mod in layers)
     if m.adapter_config.modality_field is not None:  # experts / streams: the model's modalities, set in one place
@@ -104,7 +108,7 @@ def test_layout_presence_keeps_absent_streams_out_of_mm_mixing_in_any_method():
     """A modality absent for one sample is a zero image in the stacked batch; the shared encode step's
     ModalityLayout carries the presence, so MMAdapter's MLP-stage exchange skips it in SAM-LoRA too."""
     torch.manual_seed(0)
-    m = create_method("sam_lora", num_classes=3, modalities=MODS, backbone="sam_vit_tiny", img_size=SIZE,
+    m = SamLoRA(num_classes=3, modalities=MODS, backbone="sam_vit_tiny", img_size=SIZE,
                       adapter=MMAdapterConfig()).eval()  # bottlenecks are non-zero at init: the exchange is visible
     g = torch.Generator().manual_seed(1)
     images = {k: torch.randn(2, 3, SIZE, SIZE, generator=g) for k in MODS}

@@ -16,7 +16,7 @@ from mmsam.data.datasets import create_dataset, get_dataset_entry
 from mmsam.errors import ConfigError, DataError
 from mmsam.heads.mask_token_head import MaskTokenHead
 from mmsam.losses import MaskClassificationLoss, balanced_bce_loss, semantic_inference, structure_loss
-from mmsam.methods import ConvLoRASAM, create_method
+from mmsam.methods import ConvLoRASAM
 
 SMALL = dict(r=2, num_experts=3)
 
@@ -146,7 +146,7 @@ def test_binary_method(backbone):
 @pytest.mark.parametrize("backbone", ["sam_vit_tiny", "sam2_hiera_micro"])
 def test_mask_classification_method(backbone):
     torch.manual_seed(0)
-    m = create_method("conv_lora_sam", num_classes=4, modalities=["rgb", "depth"], backbone=backbone, img_size=64,
+    m = ConvLoRASAM(num_classes=4, modalities=["rgb", "depth"], backbone=backbone, img_size=64,
                       adapter=ConvLoRAConfig(**SMALL), num_mask_tokens=6, num_points=256)
     assert not m.binary and m.head.num_tokens == 6
     out = m(_batch(4))

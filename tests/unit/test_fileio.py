@@ -134,3 +134,16 @@ def test_torn_or_foreign_files_give_one_line(tmp_path: Path, content) -> None:
         load_torch_file(bad)
     assert "\n" not in str(info.value)
 
+
+
+def test_compare_state_dicts_names_missing_unexpected_and_shapes():
+    from mmsam.fileio import compare_state_dicts
+
+    model = {"a": torch.zeros(2, 3), "b": torch.zeros(4), "c": torch.zeros(1)}
+    assert not compare_state_dicts(model, {"a": torch.ones(2, 3), "b": torch.ones(4), "c": torch.ones(1)})
+    diff = compare_state_dicts(model, {"b": torch.zeros(5), "a": torch.zeros(2, 3), "x": torch.zeros(1)})
+    assert diff and diff.missing == ["c"] and diff.unexpected == ["x"]  # model order, file order
+    assert diff.shapes == ["b: file (5,) vs model (4,)"]
+    # only the required keys must be present (a file of the changed tensors only)
+    partial = compare_state_dicts(model, {"a": torch.zeros(2, 3)}, required=["a"])
+    assert not partial and partial.missing == []

@@ -11,15 +11,17 @@ from mmsam.metrics import SegmentationMetrics
 
 
 def test_ohem_keeps_hard_pixels_and_ignores_255():
-    torch.manual_seed(0)
-    logits = torch.randn(2, 4, 8, 8)
-    labels = torch.randint(0, 4, (2, 8, 8))
-    labels[0, :2] = 255
+    # two classes, label 0 everywhere: a pixel's CE is log(1 + e^d) for logits (0, d)
+    d = torch.full((1, 4, 8), -5.0)  # easy: CE 0.0067 < -log(0.7) = 0.357
+    d[0, 1, :2] = 0.0  # hard: CE log 2
+    d[0, 2, :2] = 1.0  # hard: CE log(1 + e)
+    d[0, 0] = 10.0  # the hardest, but ignored
+    logits = torch.stack([torch.zeros_like(d), d], dim=1)
+    labels = torch.zeros(1, 4, 8, dtype=torch.long)
+    labels[0, 0] = 255
     loss = OhemCrossEntropy(thresh=0.7)(logits, labels)
-    per = F.cross_entropy(logits, labels, ignore_index=255, reduction="none")[labels != 255]
-    hard = per[per > -math.log(0.7)]
-    expected = hard.mean() if hard.numel() >= per.numel() // 16 else per.topk(per.numel() // 16).values.mean()
-    assert torch.allclose(loss, expected)
+    expected = (2 * math.log(2) + 2 * math.log(1 + math.e)) / 4
+    assert loss.item() == pytest.approx(expected, rel=1e-6)
     assert loss > F.cross_entropy(logits, labels, ignore_index=255)
 
 

@@ -9,7 +9,7 @@ from mmsam.adapters import ConvLoRAConfig, LoRAConfig, LoRALinear, inject_adapte
 from mmsam.backbones import create_backbone
 from mmsam.errors import ConfigError
 from mmsam.heads import upsample_logits
-from mmsam.methods import MemorySAM, create_method
+from mmsam.methods import MemorySAM
 
 MODS = ["rgb", "depth", "event"]
 
@@ -161,7 +161,7 @@ def test_shapes_at_several_sizes(size):
 
 
 def test_registered_by_name():
-    m = create_method("memorysam", num_classes=3, modalities=["rgb"], backbone="sam2_hiera_micro", img_size=64)
+    m = MemorySAM(num_classes=3, modalities=["rgb"], backbone="sam2_hiera_micro", img_size=64)
     assert isinstance(m, MemorySAM)
 
 

@@ -11,7 +11,7 @@ from mmsam.backbones import create_backbone
 from mmsam.errors import ConfigError
 from mmsam.fusion import DeepFusionModule, SEUnit
 from mmsam.heads import UNetFormerDecoder
-from mmsam.methods import MFNet, create_method
+from mmsam.methods import MFNet
 
 MODS = ["rgb", "depth"]
 
@@ -89,7 +89,7 @@ def test_dfm_and_decoder_with_sams_unused_parts_make_table_vi_6_22_m():
 
 @pytest.mark.parametrize("adapter", [None, MMLoRAConfig()], ids=["mm_adapter", "mm_lora"])
 def test_mfnet_forward_any_subset_and_gradients(adapter):
-    model = create_method("mfnet", num_classes=5, modalities=MODS, backbone="sam_vit_tiny", img_size=64, adapter=adapter)
+    model = MFNet(num_classes=5, modalities=MODS, backbone="sam_vit_tiny", img_size=64, adapter=adapter)
     layer_cls = MMAdapterLayer if adapter is None else MMLoRALinear
     layers = [m for m in model.backbone.image_encoder.modules() if isinstance(m, layer_cls)]
     assert layers and all(set(getattr(m, "adapters", getattr(m, "lora", {}))) == set(MODS) for m in layers)

@@ -4,7 +4,7 @@ import torch
 from mmsam.adapters import LoRAConfig, MoELoRALinear
 from mmsam.engine.task import all_subsets, drop_modalities
 from mmsam.fusion import ModalityRouter
-from mmsam.methods import MLESAM, create_method
+from mmsam.methods import MLESAM
 
 MODS = ["rgb", "depth", "event", "lidar"]
 
@@ -80,10 +80,10 @@ def test_mlesam_missing_modalities():
 
 
 def test_registry_and_ablation_modes():
-    m = create_method("mlesam", num_classes=3, modalities=["rgb", "depth"], backbone="sam_vit_tiny", img_size=64, fusion="mean")
+    m = MLESAM(num_classes=3, modalities=["rgb", "depth"], backbone="sam_vit_tiny", img_size=64, fusion="mean")
     assert m.router is None and m.param_groups()["fusion"] == []
     with pytest.raises(ValueError):
-        create_method("mlesam", num_classes=3, modalities=["rgb"], backbone="sam_vit_tiny", img_size=64, fusion="max")
+        MLESAM(num_classes=3, modalities=["rgb"], backbone="sam_vit_tiny", img_size=64, fusion="max")
 
 
 def test_all_subsets_and_modality_dropout():

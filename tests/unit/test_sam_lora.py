@@ -3,7 +3,7 @@ import torch
 
 from mmsam.adapters import LoRAConfig, LoRALinear, current_layout
 from mmsam.errors import ConfigError
-from mmsam.methods import SamLoRA, create_method, list_methods
+from mmsam.methods import MLESAM, SamLoRA
 
 MODS = ["rgb", "depth", "event", "lidar"]
 
@@ -70,14 +70,6 @@ def test_errors_are_clear():
         m(_batch(mods=["rgb", "depth"]))
 
 
-def test_registry():
-    assert "sam_lora" in list_methods()
-    m = create_method("sam_lora", num_classes=3, modalities=["rgb"], backbone="sam_vit_tiny", img_size=128)
-    assert isinstance(m, SamLoRA)
-    with pytest.raises(ConfigError, match="unknown method"):
-        create_method("nope")
-
-
 def test_sam_vit_b_lora_parameter_count():
     m = SamLoRA(25, MODS, backbone="sam_vit_b", img_size=256)
     groups = {k: sum(p.numel() for p in v) for k, v in m.param_groups().items()}
@@ -86,11 +78,11 @@ def test_sam_vit_b_lora_parameter_count():
     assert groups["fusion"] == 0
 
 
-@pytest.mark.parametrize("method", ["sam_lora", "mlesam"])
+@pytest.mark.parametrize("method", [SamLoRA, MLESAM], ids=["sam_lora", "mlesam"])
 def test_conv_lora_balance_loss_reaches_every_method(method):
     from mmsam.adapters import ConvLoRAConfig
 
-    m = create_method(method, num_classes=5, modalities=["rgb", "depth"], backbone="sam_vit_tiny", img_size=128,
+    m = method(num_classes=5, modalities=["rgb", "depth"], backbone="sam_vit_tiny", img_size=128,
                       adapter=ConvLoRAConfig(r=2, target_modules=["attn.qkv"]))
     out = m(_batch(mods=["rgb", "depth"]))
     assert out["losses"]["balance"].ndim == 0 and torch.isfinite(out["losses"]["balance"])
