@@ -2,6 +2,7 @@
 
     python benchmarks/gpu.py                                  # every setting, bf16 autocast, CUDA
     python benchmarks/gpu.py --settings memorysam_b+ mfnet_mmlora_vit_b --no-largest-batch
+    python benchmarks/gpu.py --settings sam_lora_vit_b mfnet_mmlora_vit_b --sam-attention official   # SDPA lever off
     python benchmarks/gpu.py --device cpu --img-scale 0.125 --steps 2 --warmup 1 --no-largest-batch   # smoke test
 
 Random weights (the timing does not depend on them). Settings (batch per device as the recipes in
@@ -60,11 +61,17 @@ def settings() -> dict[str, Setting]:
     }
 
 
+SAM_ATTENTION = "sdpa"  # --sam-attention: SAM ViT attention implementation (mmsam.backbones.sam_attention)
+
+
 def build(s: Setting, img_size: int, device: torch.device) -> torch.nn.Module:
+    from mmsam.backbones.sam_attention import set_sam_attention
     from mmsam.methods import create_method
 
     torch.manual_seed(0)
-    return create_method(s.method, num_classes=s.num_classes, modalities=s.modalities, img_size=img_size, **s.kwargs).to(device).train()
+    model = create_method(s.method, num_classes=s.num_classes, modalities=s.modalities, img_size=img_size, **s.kwargs)
+    set_sam_attention(model, SAM_ATTENTION)
+    return model.to(device).train()
 
 
 def make_batch(s: Setting, batch: int, img_size: int, device: torch.device) -> dict[str, Any]:
@@ -202,14 +209,18 @@ def main() -> None:
     ap.add_argument("--max-batch", type=int, default=64)
     ap.add_argument("--no-largest-batch", action="store_true")
     ap.add_argument("--no-inference", action="store_true")
+    ap.add_argument("--sam-attention", choices=["sdpa", "official"], default="sdpa",
+                    help="SAM ViT attention: SDPA with the rel-pos bias as mask (default) or the official hand-written one")
     ap.add_argument("--json", help="also write the results here")
     args = ap.parse_args()
+    global SAM_ATTENTION
+    SAM_ATTENTION = args.sam_attention
     device = torch.device(args.device)
     dtype = torch.bfloat16 if args.dtype == "bf16" else None
     if device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
-        print(f"device {torch.cuda.get_device_name(device)}, torch {torch.__version__}, {args.dtype}")
+        print(f"device {torch.cuda.get_device_name(device)}, torch {torch.__version__}, {args.dtype}, SAM attention {args.sam_attention}")
     peak = peak_tflops(device, args.peak_tflops)
     table = settings()
     chosen = args.settings or list(table)
