@@ -23,7 +23,7 @@ from typing import Any
 
 import torch
 
-NAMES = ["rgb", "depth", "event", "lidar", "thermal"]
+NAMES = ["rgb", "depth", "event", "lidar", "aolp"]  # names mmsam.data.modalities knows
 METHODS = {  # method -> (SAM family, extra kwargs)
     "sam_lora": ("sam", {}),
     "mfnet": ("sam", {}),
