@@ -28,6 +28,7 @@ from mmsam.backbones.checkpoints import (
 )
 from mmsam.backbones.common import check_img_size, normalize_indices, run_capturing
 from mmsam.backbones.registry import register_backbone
+from mmsam.backbones.sam_attention import set_sam_attention
 
 PATCH_SIZE = 16
 
@@ -160,6 +161,7 @@ def build_sam_backbone(
         window_size=window_size,
         out_chans=prompt_embed_dim,
     )
+    set_sam_attention(image_encoder, "sdpa")  # same maths as the official Attention, fused kernel
     prompt_encoder = PromptEncoder(
         embed_dim=prompt_embed_dim,
         image_embedding_size=(grid, grid),
