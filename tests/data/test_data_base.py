@@ -143,11 +143,18 @@ def test_single_image_sets(tmp_path: Path) -> None:
 def test_every_registered_loader_is_on_the_base_with_the_keyword_protocol() -> None:
     protocol = ["root", "split", "modalities", "conditions", "cases", "transform", "check",
                 "missing"]
+    from mmsam.data.datasets.registry import dataset_options
+
+    assert list(inspect.signature(MultiModalDataset).parameters)[:len(protocol)] == protocol
     for name in list_datasets():
         cls = get_dataset_entry(name).factory
         assert isinstance(cls, type) and issubclass(cls, MultiModalDataset), name
-        params = list(inspect.signature(cls).parameters)
-        assert params[:len(protocol)] == protocol, name
+        params = inspect.signature(cls).parameters
+        assert list(params)[:3] == protocol[:3], name
+        # the rest of the protocol is either spelled out or forwarded to the base with **common
+        assert set(protocol) <= set(params) or any(p.kind is p.VAR_KEYWORD for p in params.values()), name
+        options = dataset_options(cls)  # the loader's own options, found through the forwarding chain
+        assert options is not None and not set(options) & set(protocol), name
 
 
 def test_each_entry_is_its_class_declarations() -> None:

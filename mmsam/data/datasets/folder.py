@@ -141,11 +141,6 @@ class FolderDataset(MultiModalDataset):
         root: PathLike,
         split: str = "train",
         modalities: Optional[Sequence[str]] = None,
-        conditions: Optional[Sequence[str]] = None,
-        cases: Optional[Sequence[str]] = None,
-        transform: Optional[Transform] = None,
-        check: bool = True,
-        missing: Sequence[str] = (),
         *,
         classes: Optional[Sequence[str]] = None,
         palette: Optional[Sequence[Sequence[int]]] = None,
@@ -153,6 +148,7 @@ class FolderDataset(MultiModalDataset):
         folders: Optional[Mapping[str, str]] = None,
         modality_stats: Optional[Mapping[str, Any]] = None,
         splits: Sequence[str] = ("train", "val", "test"),
+        **common: Any,
     ) -> None:
         if not classes or isinstance(classes, str):
             raise ConfigError("the folder data set needs dataset_options.classes: the class names in id order")
@@ -168,7 +164,7 @@ class FolderDataset(MultiModalDataset):
         modalities = self.default_modalities if modalities is None else modalities
         self.provided_modalities = tuple(modalities)
         self.spec_names = register_folder_modalities(modalities, modality_stats)
-        super().__init__(root, split, modalities, conditions, cases, transform, check, missing)
+        super().__init__(root, split, modalities, **common)
 
     def _folder(self, key: str) -> str:
         return self.label_folder if key == "label" else self.folders.get(key, key)

@@ -196,15 +196,12 @@ class ISPRSDataset(MultiModalDataset):
         root: Union[str, Path],
         split: str = "train",
         modalities: Optional[Sequence[str]] = None,
-        conditions: Optional[Sequence[str]] = None,
-        cases: Optional[Sequence[str]] = None,
-        transform: Optional[Callable[[dict[str, Any]], dict[str, Any]]] = None,
-        check: bool = True,
-        missing: Sequence[str] = (),
+        *,
         eroded_test_labels: bool = True,
         split_scheme: str = "mfnet",
         cache_tiles: bool = True,
         train_window: Optional[int] = None,
+        **common: Any,
     ) -> None:
         if split_scheme not in SPLIT_SCHEMES:
             raise ConfigError(f"unknown split_scheme {split_scheme!r}; valid: "
@@ -216,7 +213,7 @@ class ISPRSDataset(MultiModalDataset):
         self.window = train_window if split == "train" else None
         self.cache_tiles = cache_tiles and split == "train"
         self._cache: dict[int, _Tile] = {}
-        super().__init__(root, split, modalities, conditions, cases, transform, check, missing)
+        super().__init__(root, split, modalities, **common)
 
     # -- layout (subclasses) ----------------------------------------------------------------
     @classmethod
@@ -375,22 +372,14 @@ class PotsdamDataset(ISPRSDataset):
         root: Union[str, Path],
         split: str = "train",
         modalities: Optional[Sequence[str]] = None,
-        conditions: Optional[Sequence[str]] = None,
-        cases: Optional[Sequence[str]] = None,
-        transform: Optional[Callable[[dict[str, Any]], dict[str, Any]]] = None,
-        check: bool = True,
-        missing: Sequence[str] = (),
-        eroded_test_labels: bool = True,
-        split_scheme: str = "mfnet",
-        cache_tiles: bool = True,
-        train_window: Optional[int] = None,
+        *,
         dsm_source: str = "ndsm",
+        **options: Any,
     ) -> None:
         if dsm_source not in ("ndsm", "dsm"):
             raise ConfigError(f"dsm_source must be 'ndsm' or 'dsm', got {dsm_source!r}")
         self.dsm_source = dsm_source
-        super().__init__(root, split, modalities, conditions, cases, transform, check, missing,
-                         eroded_test_labels, split_scheme, cache_tiles, train_window)
+        super().__init__(root, split, modalities, **options)
 
     @classmethod
     def _looks_like(cls, root: Path) -> bool:

@@ -133,17 +133,14 @@ class MCubeSDataset(MultiModalDataset):
         root: Union[str, Path],
         split: str = "train",
         modalities: Optional[Sequence[str]] = None,
-        conditions: Optional[Sequence[str]] = None,
-        cases: Optional[Sequence[str]] = None,
-        transform: Optional[Callable[[dict[str, Any]], dict[str, Any]]] = None,
-        check: bool = True,
-        missing: Sequence[str] = (),
+        *,
         left_offset: int = LEFT_OFFSET,
+        **common: Any,
     ) -> None:
         if not isinstance(left_offset, int) or left_offset < 0:
             raise ConfigError(f"left_offset must be an int >= 0, got {left_offset!r}")
         self.left_offset = left_offset
-        super().__init__(root, split, modalities, conditions, cases, transform, check, missing)
+        super().__init__(root, split, modalities, **common)
 
     # -- indexing ---------------------------------------------------------------------------
     def _index(self) -> list[MCubeSSample]:

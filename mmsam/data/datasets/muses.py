@@ -151,13 +151,10 @@ class MusesDataset(MultiModalDataset):
         root: Union[str, Path],
         split: str = "train",
         modalities: Optional[Sequence[str]] = None,
-        conditions: Optional[Sequence[str]] = None,
-        cases: Optional[Sequence[str]] = None,
-        transform: Optional[Callable[[dict[str, Any]], dict[str, Any]]] = None,
-        check: bool = True,
-        missing: Sequence[str] = (),
+        *,
         layout: str = "multimodal",
         label_root: Optional[Union[str, Path]] = None,
+        **common: Any,
     ) -> None:
         if layout not in MUSES_LAYOUTS:
             raise ConfigError(f"unknown MUSES layout {layout!r}; valid: {', '.join(MUSES_LAYOUTS)}")
@@ -167,7 +164,7 @@ class MusesDataset(MultiModalDataset):
         self.label_root = Path(label_root) if label_root is not None else \
             default_label_root(root)
         self.labelled = split != "test" or (self.label_root / split).is_dir()
-        super().__init__(root, split, modalities, conditions, cases, transform, check, missing)
+        super().__init__(root, split, modalities, **common)
 
     # -- indexing ---------------------------------------------------------------------------
     def _index(self) -> list[MusesSample]:
@@ -245,11 +242,6 @@ class MusesSDKDataset(MusesDataset):
     registry_name = "muses_sdk"
 
     def __init__(self, root: Union[str, Path], split: str = "train",
-                 modalities: Optional[Sequence[str]] = None,
-                 conditions: Optional[Sequence[str]] = None,
-                 cases: Optional[Sequence[str]] = None,
-                 transform: Optional[Callable[[dict[str, Any]], dict[str, Any]]] = None,
-                 check: bool = True, missing: Sequence[str] = (),
-                 label_root: Optional[Union[str, Path]] = None) -> None:
-        super().__init__(root, split, modalities, conditions, cases, transform, check, missing,
-                         layout="sdk", label_root=label_root)
+                 modalities: Optional[Sequence[str]] = None, *,
+                 label_root: Optional[Union[str, Path]] = None, **common: Any) -> None:
+        super().__init__(root, split, modalities, layout="sdk", label_root=label_root, **common)

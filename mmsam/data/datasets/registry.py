@@ -104,14 +104,28 @@ def check_dataset_options(name: str, options: dict[str, Any],
     own = [k for k in options if k in DATASET_PROTOCOL]
     if own:
         raise ConfigError(f"dataset_options {own} are set by {set_by}")
-    params = inspect.signature(get_dataset_entry(name).factory).parameters
-    if not any(p.kind is p.VAR_KEYWORD for p in params.values()):
-        accepted = [k for k in params if k not in DATASET_PROTOCOL]
-        unknown = [k for k in options if k not in params]
+    accepted = dataset_options(get_dataset_entry(name).factory)
+    if accepted is not None:
+        unknown = [k for k in options if k not in accepted]
         if unknown:
             raise ConfigError(f"dataset {name!r} has no option {unknown}; it accepts "
                               f"{', '.join(accepted) or 'none'}")
     return dict(options)
+
+
+def dataset_options(factory: Callable[..., Any]) -> Optional[list[str]]:
+    """The options a dataset takes besides the protocol arguments: the keyword parameters of its
+    ``__init__`` and, where that forwards ``**common`` to its parent, of the parents' too. None
+    when the chain ends in ``**kwargs`` taken by no class (nothing to check against)."""
+    inits = [c.__init__ for c in getattr(factory, "__mro__", ()) if "__init__" in vars(c)] or [factory]
+    names: list[str] = []
+    for init in inits:
+        params = inspect.signature(init).parameters
+        names += [k for k, p in params.items() if k not in names and k != "self" and k not in DATASET_PROTOCOL
+                  and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+        if not any(p.kind is p.VAR_KEYWORD for p in params.values()):
+            return names
+    return None
 
 
 def create_dataset(name: str, **kwargs: Any) -> Dataset:

@@ -100,12 +100,9 @@ class Trans10KDataset(SingleImageDataset):
         root: Union[str, Path],
         split: str = "train",
         modalities: Optional[Sequence[str]] = None,
-        conditions: Optional[Sequence[str]] = None,
-        cases: Optional[Sequence[str]] = None,
-        transform: Optional[Callable[[dict[str, Any]], dict[str, Any]]] = None,
-        check: bool = True,
-        missing: Sequence[str] = (),
+        *,
         version: Optional[int] = None,
+        **common: Any,
     ) -> None:
         if version is None:
             version = type(self).version
@@ -117,7 +114,7 @@ class Trans10KDataset(SingleImageDataset):
         self.version = version
         self.classes = TRANS10K_V1_CLASSES if version == 1 else TRANS10K_V2_CLASSES
         self.palette = TRANS10K_V1_PALETTE if version == 1 else TRANS10K_V2_PALETTE
-        super().__init__(root, split, modalities, conditions, cases, transform, check, missing)
+        super().__init__(root, split, modalities, **common)
 
     def _check_cases(self, cases: Optional[Sequence[str]]) -> tuple[str, ...]:
         has_cases = self.version == 1 and self.split != "train"
