@@ -161,7 +161,6 @@ def build_sam_backbone(
         window_size=window_size,
         out_chans=prompt_embed_dim,
     )
-    set_sam_attention(image_encoder, "sdpa")  # same maths as the official Attention, fused kernel
     prompt_encoder = PromptEncoder(
         embed_dim=prompt_embed_dim,
         image_embedding_size=(grid, grid),
