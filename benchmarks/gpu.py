@@ -66,10 +66,10 @@ SAM_ATTENTION = "sdpa"  # --sam-attention: SAM ViT attention implementation (mms
 
 def build(s: Setting, img_size: int, device: torch.device) -> torch.nn.Module:
     from mmsam.backbones.sam_attention import set_sam_attention
-    from mmsam.methods import create_method
+    from speed_vs_official import build_method
 
     torch.manual_seed(0)
-    model = create_method(s.method, num_classes=s.num_classes, modalities=s.modalities, img_size=img_size, **s.kwargs)
+    model = build_method(s.method, num_classes=s.num_classes, modalities=s.modalities, img_size=img_size, **s.kwargs)
     set_sam_attention(model, SAM_ATTENTION)
     return model.to(device).train()
 
@@ -172,13 +172,13 @@ def peak_tflops(device: torch.device, given: float | None) -> float | None:
 def merged_inference(img_size: int, device: torch.device, dtype: torch.dtype | None, warmup: int, steps: int) -> dict[str, float]:
     """SAM-LoRA ViT-B with its LoRA merged vs the same method without adapters (plain SAM), eval forward."""
     from mmsam.adapters import merge_adapters
-    from mmsam.methods import create_method
+    from speed_vs_official import build_method
 
     out = {}
     x = make_batch(Setting("sam_lora", {}, DRIVING, 25, 1, img_size), 1, img_size, device)
     for name in ("plain", "lora", "merged"):
         torch.manual_seed(0)
-        model = create_method("sam_lora", num_classes=25, modalities=DRIVING, backbone="sam_vit_b", img_size=img_size).to(device).eval()
+        model = build_method("sam_lora", num_classes=25, modalities=DRIVING, backbone="sam_vit_b", img_size=img_size).to(device).eval()
         if name == "plain":
             from mmsam.adapters.inject import adapter_layers
 

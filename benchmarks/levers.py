@@ -27,13 +27,7 @@ from typing import Any, Callable
 
 import torch
 
-
-def rss_kib(field: str) -> int:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    return 0
+from speed_vs_official import rss_kib  # VmRSS / VmHWM in KiB (this folder is on sys.path when run as a script)
 
 
 def make_attention(spec: dict) -> Callable[[], None]:
@@ -74,10 +68,10 @@ def make_adamw(spec: dict) -> Callable[[], None]:
 
 
 def _sam_lora(img: int) -> torch.nn.Module:
-    from mmsam.methods import create_method
+    from speed_vs_official import build_method
 
     torch.manual_seed(0)
-    return create_method("sam_lora", num_classes=25, modalities=["rgb", "depth"], backbone="sam_vit_b", img_size=img)
+    return build_method("sam_lora", num_classes=25, modalities=["rgb", "depth"], backbone="sam_vit_b", img_size=img)
 
 
 def _batch(img: int) -> dict[str, Any]:

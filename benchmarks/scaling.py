@@ -23,6 +23,8 @@ from typing import Any
 
 import torch
 
+from speed_vs_official import rss_kib  # VmRSS / VmHWM in KiB (this folder is on sys.path when run as a script)
+
 NAMES = ["rgb", "depth", "event", "lidar", "aolp"]  # names mmsam.data.modalities knows
 METHODS = {  # method -> (SAM family, extra kwargs)
     "sam_lora": ("sam", {}),
@@ -33,24 +35,16 @@ METHODS = {  # method -> (SAM family, extra kwargs)
 }
 
 
-def rss_kib(field: str) -> int:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    return 0
-
-
 def point(conn: Any, spec: dict) -> None:
     import torch.nn.functional as F
 
-    from mmsam.methods import create_method
+    from speed_vs_official import build_method
 
     try:
         torch.set_num_threads(spec["threads"])
         torch.manual_seed(0)
         family, extra = METHODS[spec["method"]]
-        model = create_method(spec["method"], num_classes=6, modalities=NAMES[: spec["m"]], backbone=spec[family],
+        model = build_method(spec["method"], num_classes=6, modalities=NAMES[: spec["m"]], backbone=spec[family],
                               img_size=spec["size"], **extra).train()
         g = torch.Generator().manual_seed(0)
         s = spec["size"]

@@ -64,6 +64,15 @@ K_MEMSAM, K_MFNET = 25, 6
 CONVLORA = dict(r=3, alpha=32.0, num_experts=8)
 
 
+def build_method(name: str, **kwargs: Any) -> torch.nn.Module:
+    """An mmsam method by short name (sam_lora, mlesam, memorysam, mfnet, conv_lora_sam)."""
+    from mmsam import methods
+
+    classes = {"sam_lora": methods.SamLoRA, "mlesam": methods.MLESAM, "memorysam": methods.MemorySAM,
+               "mfnet": methods.MFNet, "conv_lora_sam": methods.ConvLoRASAM}
+    return classes[name](**kwargs)
+
+
 def rss_kib(field: str) -> int:
     """``VmRSS`` / ``VmHWM`` of this process in KiB (Linux)."""
     with open("/proc/self/status") as f:
@@ -194,11 +203,10 @@ def arm_mfnet_ours(spec: dict) -> tuple[Callable[[], None], dict]:
     import torch.nn.functional as F
 
     from mmsam.adapters import MMAdapterConfig, MMLoRAConfig
-    from mmsam.methods import create_method
 
     torch.manual_seed(0)
     config = MMAdapterConfig() if spec["adapter"] == "mm_adapter" else MMLoRAConfig()
-    model = create_method("mfnet", num_classes=K_MFNET, modalities=MFNET_MODALITIES, backbone="sam_vit_b",
+    model = build_method("mfnet", num_classes=K_MFNET, modalities=MFNET_MODALITIES, backbone="sam_vit_b",
                           img_size=spec["img_size"], adapter=config).train()
     _apply_levers(model, spec)
     irrg, dsm, label = _mfnet_data(spec)
