@@ -27,6 +27,8 @@ from __future__ import annotations
 from typing import Any, Literal, Sequence
 
 import torch
+import torch.nn.functional as F
+from sam2.modeling.sam2_base import NO_OBJ_SCORE
 from torch import nn
 
 from mmsam.adapters import AdapterConfig, LoRAConfig
@@ -102,6 +104,7 @@ class MemorySAM(SegmentationMethod):
             if isinstance(getattr(sam2, "no_obj_ptr", None), nn.Parameter):
                 sam2.no_obj_ptr.requires_grad_(False)  # unused without the gate
         self.object_score_gate = object_score_gate
+        self.upsample_all = False  # True: SAM 2's own heads step, upsampling all K + 1 maps (benchmark arm)
         self.spmm = (
             SemanticPrototypeMemory(num_classes, self.decoder.conv_s0.out_channels, momentum=spmm_momentum,
                                     weight=spmm_weight, form=spmm_form)
@@ -194,9 +197,7 @@ class MemorySAM(SegmentationMethod):
                 current_vision_pos_embeds=[pos], feat_sizes=[(h, w)], output_dict=bank, num_frames=n_frames,
             )
             # no prompt (SAM 2 pads one point labelled -1); multimask = the K class maps
-            low_multi, _, _, _, high_best, obj_ptr, obj_score = sam2._forward_sam_heads(
-                backbone_features=pix, high_res_features=[s0, s1], multimask_output=True,
-            )
+            low_multi, high_best, obj_ptr, obj_score = self.sam_heads(pix, [s0, s1])
             logits.append(low_multi)
             scores.append(obj_score)
             if t < n_frames - 1:  # the last frame's memory would never be read
@@ -207,6 +208,47 @@ class MemorySAM(SegmentationMethod):
                 )
                 bank["cond_frame_outputs"][t] = {"maskmem_features": mem, "maskmem_pos_enc": mem_pos, "obj_ptr": obj_ptr}
         return logits, scores
+
+    def sam_heads(
+        self, pix: torch.Tensor, high_res: list[torch.Tensor]
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """SAM 2's ``_forward_sam_heads`` without a prompt, multimask output, upsampling only the mask the memory uses.
+
+        ``SAM2Base._forward_sam_heads`` (official ``sam2_base.py``) upsamples all K + 1 low-resolution
+        maps to the input size and then keeps the one with the highest predicted IoU; bilinear
+        interpolation acts on each map alone, so picking first gives the same mask (bit for bit) and
+        saves K full-size maps per frame, forward and backward. With ``upsample_all = True`` the
+        official method runs instead (the benchmark's "off" arm).
+        Returns the K-class low-res logits, the best full-size mask, the object pointer and the object score.
+        """
+        sam2 = self.sam2
+        if self.upsample_all:
+            low_multi, _, _, _, high_best, obj_ptr, obj_score = sam2._forward_sam_heads(
+                backbone_features=pix, high_res_features=high_res, multimask_output=True,
+            )
+            return low_multi, high_best, obj_ptr, obj_score
+        n = pix.shape[0]
+        points = (torch.zeros(n, 1, 2, device=pix.device), -torch.ones(n, 1, dtype=torch.int32, device=pix.device))
+        sparse, dense = sam2.sam_prompt_encoder(points=points, boxes=None, masks=None)  # one padding point, no mask
+        low_multi, ious, tokens, obj_score = sam2.sam_mask_decoder(
+            image_embeddings=pix, image_pe=sam2.sam_prompt_encoder.get_dense_pe(), sparse_prompt_embeddings=sparse,
+            dense_prompt_embeddings=dense, multimask_output=True, repeat_image=False, high_res_features=high_res,
+        )
+        if sam2.pred_obj_scores:  # the object-score gate: a frame without an object gets NO_OBJ_SCORE everywhere
+            low_multi = torch.where((obj_score > 0)[:, None, None], low_multi, NO_OBJ_SCORE)
+        low_multi = low_multi.float()
+        best = torch.argmax(ious, dim=-1)
+        rows = torch.arange(n, device=pix.device)
+        high_best = F.interpolate(low_multi[rows, best].unsqueeze(1), size=(sam2.image_size, sam2.image_size),
+                                  mode="bilinear", align_corners=False)
+        token = tokens[rows, best] if tokens.shape[1] > 1 else tokens[:, 0]
+        obj_ptr = sam2.obj_ptr_proj(token)
+        if sam2.pred_obj_scores:  # soft / hard no-object pointer, as SAM 2
+            appearing = obj_score.sigmoid() if sam2.soft_no_obj_ptr else (obj_score > 0).float()
+            if sam2.fixed_no_obj_ptr:
+                obj_ptr = appearing * obj_ptr
+            obj_ptr = obj_ptr + (1 - appearing) * sam2.no_obj_ptr
+        return low_multi, high_best, obj_ptr, obj_score
 
     def param_groups(self) -> dict[str, list[nn.Parameter]]:
         """``adapters``: the shared LoRA; ``heads``: the mask decoder; ``fusion``: memory attention,

@@ -256,3 +256,25 @@ def test_object_score_gate_blanks_the_logits_of_a_frame():
     h = off.decoder.pred_obj_score_head
     (h.layers[-1] if hasattr(h, "layers") else h).bias.fill_(-10.0)
     assert not any((v == -1024).any() for v in off(_batch())["per_modality"].values())
+
+
+@pytest.mark.parametrize("gate", [False, True])
+def test_memory_mask_picked_before_upsampling_equals_sam2s_own_heads_step(gate):
+    """``sam_heads`` upsamples only the memory's mask; SAM 2's ``_forward_sam_heads`` all K + 1: same outputs and gradients."""
+    results = []
+    for upsample_all in (False, True):
+        model = _model(seed=3, object_score_gate=gate).train()
+        if gate:  # some frames with an object, some without: both sides of the gate
+            model.decoder.pred_obj_score_head.layers[-1].bias.data -= 0.04
+        model.upsample_all = upsample_all
+        out = model(_batch(seed=5))
+        (out["logits"].square().mean() + out["losses"]["proto"]).backward()
+        grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+        results.append((out["logits"].detach(), grads, out["object_scores"]))
+    (a, ga, sa), (b, gb, sb) = results
+    assert torch.equal(a, b)
+    assert ga.keys() == gb.keys() and len(ga) > 0
+    assert all(torch.equal(ga[k], gb[k]) for k in ga)
+    if gate:
+        scores = torch.cat(list(sa.values()))
+        assert (scores > 0).any() and (scores <= 0).any(), scores
