@@ -157,7 +157,7 @@ def main(argv: list[str] | None = None) -> None:
             print(f"| {name} | {bb} | {r['error']} |", flush=True)
             continue
         shares = " | ".join(f"{r[c]:.3f} ({100 * r[c] / r['step']:.0f} %)" for c in cols)
-        print(f"| {name} | {bb} | {r["step"]:.3f} | {shares} | {r["floor"]:.3f} | {r['step'] / r['floor']:.1f} | "
+        print(f"| {name} | {bb} | {r['step']:.3f} | {shares} | {r['floor']:.3f} | {r['step'] / r['floor']:.1f} | "
               f"{r['dpeak_mib']:.0f} |", flush=True)
         if "profile" in r:
             profiles[name] = r["profile"]
