@@ -41,7 +41,8 @@ jobs on a shared machine, which delay a process without adding to its CPU time).
 optimiser state). Prints one table per configuration and the ratios ours / official, step / floor
 and Δpeak / floor's Δpeak. ``--profile`` adds a ``torch.profiler`` table (top operators by self CPU
 time) of one step of every arm. ``--levers`` adds arms of ours with one lever switched (SAM's
-official hand-written attention instead of SDPA; foreach / fused AdamW; channels_last inputs).
+official hand-written attention instead of SDPA; foreach / fused AdamW; channels_last inputs;
+MemorySAM upsampling all K + 1 maps per frame as SAM 2's heads step does).
 """
 from __future__ import annotations
 
@@ -129,6 +130,7 @@ def arm_memsam_ours(spec: dict) -> tuple[Callable[[], None], dict]:
     torch.manual_seed(0)
     model = MemorySAM(K_MEMSAM, MEMSAM_MODALITIES, backbone=spec["backbone"], img_size=spec["img_size"]).train()
     _apply_levers(model, spec)
+    model.upsample_all = bool(spec.get("upsample_all"))  # True: SAM 2's own heads step (all K + 1 maps upsampled)
     images, label = _memsam_data(spec)
     if spec.get("channels_last"):
         images = [x.contiguous(memory_format=torch.channels_last) for x in images]
@@ -378,7 +380,8 @@ def configs(args: argparse.Namespace) -> dict[str, list[tuple[str, dict]]]:
             if args.levers:
                 arms += [("ours, foreach AdamW", {**c, "arm": "memsam_ours", "optimizer": "foreach"}),
                          ("ours, fused AdamW", {**c, "arm": "memsam_ours", "optimizer": "fused"}),
-                         ("ours, channels_last", {**c, "arm": "memsam_ours", "channels_last": True})]
+                         ("ours, channels_last", {**c, "arm": "memsam_ours", "channels_last": True}),
+                         ("ours, all K + 1 maps upsampled", {**c, "arm": "memsam_ours", "upsample_all": True})]
             out[short] = arms
     if args.ssrs:
         for adapter in ("mm_adapter", "mm_lora"):
