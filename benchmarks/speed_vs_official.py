@@ -40,8 +40,8 @@ jobs on a shared machine, which delay a process without adding to its CPU time).
 ``Δpeak`` is that peak minus the resident set just before the first step (activations, gradients,
 optimiser state). Prints one table per configuration and the ratios ours / official, step / floor
 and Δpeak / floor's Δpeak. ``--profile`` adds a ``torch.profiler`` table (top operators by self CPU
-time) of one step of every arm. ``--levers`` adds arms of ours with one lever switched (SAM's
-official hand-written attention instead of SDPA; foreach / fused AdamW; channels_last inputs;
+time) of one step of every arm. ``--levers`` adds arms of ours with one lever switched (SDPA in
+SAM ViT attention instead of the official hand-written one; foreach / fused AdamW; channels_last inputs;
 MemorySAM upsampling all K + 1 maps per frame as SAM 2's heads step does).
 """
 from __future__ import annotations
@@ -389,7 +389,7 @@ def configs(args: argparse.Namespace) -> dict[str, list[tuple[str, dict]]]:
             arms = [("ours", {**c, "arm": "mfnet_ours"}), ("official", {**c, "arm": "mfnet_official", "official": str(args.ssrs)}),
                     ("floor", {**c, "arm": "floor"})]
             if args.levers:
-                arms += [("ours, official attention", {**c, "arm": "mfnet_ours", "attention": "official"}),
+                arms += [("ours, SDPA attention", {**c, "arm": "mfnet_ours", "attention": "sdpa"}),
                          ("ours, foreach SGD", {**c, "arm": "mfnet_ours", "optimizer": "foreach"}),
                          ("ours, channels_last", {**c, "arm": "mfnet_ours", "channels_last": True})]
             out[f"mfnet_{adapter}"] = arms
