@@ -76,13 +76,18 @@ def _step(m, batch) -> tuple[torch.Tensor, dict[str, torch.Tensor], dict[str, to
 
 
 @pytest.mark.parametrize("case", sorted(CASES))
-def test_same_loss_and_gradients_with_checkpointing(case):
+def test_same_loss_and_gradients_with_checkpointing(case, monkeypatch):
     m, k = _build(case)
     m1 = copy.deepcopy(m)  # a fresh copy: a step changes running statistics (MemorySAM's memory encoder)
     batch = _batch(k)
     loss0, aux0, grads0 = _step(m, batch)
-    assert m1.set_grad_checkpointing(True) == DEPTH[CASES[case][1]]
+    depth = DEPTH[CASES[case][1]]
+    assert m1.set_grad_checkpointing(True) == depth
+    calls = []
+    real = gc.checkpoint
+    monkeypatch.setattr(gc, "checkpoint", lambda *a, **kw: calls.append(1) or real(*a, **kw))
     loss1, aux1, grads1 = _step(m1, batch)
+    assert len(calls) == depth  # every block of the method's encoder ran checkpointed
     assert torch.equal(loss0, loss1)
     assert aux0.keys() == aux1.keys() and all(torch.equal(aux0[k], aux1[k]) for k in aux0)
     assert grads0.keys() == grads1.keys()
