@@ -156,18 +156,20 @@ def test_only_training_with_grad_is_checkpointed_and_off_restores(monkeypatch):
     assert len(calls) == 2
 
 
-def test_block_hooks_still_capture_intermediates():
-    """run_capturing (MFNet / MLE-SAM intermediates) hooks the blocks' __call__: same outputs and gradients."""
-    m, _ = _build("sam_lora-lora_dropout")
+@pytest.mark.parametrize("case,indices", [("sam_lora-lora_dropout", [0, 1]), ("memorysam", [1, 3])])
+def test_block_hooks_still_capture_intermediates(case, indices):
+    """run_capturing (intermediate block outputs) hooks the blocks' __call__: same outputs and gradients."""
+    m, _ = _build(case)
     x = torch.randn(1, 3, SIZE, SIZE)
     outs = []
     for on in (False, True):
         m.set_grad_checkpointing(on)
         m.zero_grad(set_to_none=True)
         torch.manual_seed(1)
-        (emb,), inter = m.backbone.forward_intermediates(x, [0, 1])
-        (emb.sum() + sum(i.square().sum() for i in inter)).backward()
-        outs.append([emb.detach(), *[i.detach() for i in inter], *[p.grad.clone() for p in m.backbone.parameters() if p.requires_grad]])
+        levels, inter = m.backbone.forward_intermediates(x, indices)
+        (sum(f.sum() for f in levels) + sum(i.square().sum() for i in inter)).backward()
+        outs.append([*[f.detach() for f in levels], *[i.detach() for i in inter], *[p.grad.clone() for p in m.backbone.image_encoder.parameters() if p.requires_grad]])
+    assert len(outs[0]) == len(outs[1]) > len(indices) + 1
     assert all(torch.allclose(a, b, rtol=0, atol=1e-6) for a, b in zip(*outs))
 
 
