@@ -76,9 +76,17 @@ def _checkpointed_class(base: type[nn.Module]) -> type[nn.Module]:
     if cls is None:
         name = f"GradCheckpointed{base.__name__}"
         cls = type(name, (GradCheckpointed, base), {"__module__": __name__, "__qualname__": name})
-        globals()[name] = cls  # importable by name (pickle) once created
         _CHECKPOINTED[base] = cls
     return cls
+
+
+def __getattr__(name: str) -> type[nn.Module]:
+    """``GradCheckpointedBlock`` / ``GradCheckpointedMultiScaleBlock`` by name, so that pickle (a
+    ``ddp_spawn`` worker, ``torch.save`` of a whole model) finds the switched classes in any process."""
+    for base in encoder_block_types():
+        if name == f"GradCheckpointed{base.__name__}":
+            return _checkpointed_class(base)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def is_grad_checkpointed(module: nn.Module) -> bool:

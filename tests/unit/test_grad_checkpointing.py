@@ -5,6 +5,7 @@ Tiny backbones (SAM ViT 2 blocks, SAM 2 Hiera 5 blocks, 64 px) as in test_adapte
 from __future__ import annotations
 
 import copy
+import pickle
 
 import pytest
 import torch
@@ -171,6 +172,23 @@ def test_block_hooks_still_capture_intermediates(case, indices):
         outs.append([*[f.detach() for f in levels], *[i.detach() for i in inter], *[p.grad.clone() for p in m.backbone.image_encoder.parameters() if p.requires_grad]])
     assert len(outs[0]) == len(outs[1]) > len(indices) + 1
     assert all(torch.allclose(a, b, rtol=0, atol=1e-6) for a, b in zip(*outs))
+
+
+def test_switched_model_pickles_into_a_fresh_process_state(monkeypatch):
+    """The switched classes are found by name when unpickled (ddp_spawn, torch.save of a whole model)."""
+    m, k = _build("sam_lora-mm_adapter")
+    m.set_grad_checkpointing(True)
+    data = pickle.dumps(m)
+    monkeypatch.setattr(gc, "_CHECKPOINTED", {})  # as in a process that never switched a block
+    back = pickle.loads(data)
+    blocks = back.backbone.image_encoder.blocks
+    assert all(gc.is_grad_checkpointed(b) and isinstance(b, Block) for b in blocks)
+    assert type(blocks[0]) is gc._CHECKPOINTED[Block]
+    batch = _batch(k)
+    torch.manual_seed(1)
+    a = m(batch)["logits"]
+    torch.manual_seed(1)
+    assert torch.equal(a, back(batch)["logits"])
 
 
 def test_task_option_reaches_the_method_and_is_saved():
