@@ -1,6 +1,6 @@
 """Speed / memory levers of mmsam measured on and off, each variant in its own process, interleaved.
 
-    python benchmarks/levers.py [--only attention,adamw,frozen,merged] [--repeats 5] [--threads 2]
+    python benchmarks/levers.py [--only attention,adamw,frozen,merged,checkpointing] [--repeats 5] [--threads 2]
 
 * ``attention``: one SAM ViT-B global-attention block (width 768, 12 heads, decomposed relative
   positions) forward + backward at token grids 16 / 32 / 48 (256 / 512 / 768 px): the official
@@ -13,6 +13,9 @@
   ``net.parameters()`` with the encoder trainable flag still on).
 * ``merged``: SAM-LoRA ViT-B inference (256 px, 2 modalities): LoRA unmerged, merged, and the same
   method with the adapters removed (plain SAM).
+* ``checkpointing``: a training step (AdamW over the trainable set, batch 1, 2 modalities) with
+  activation checkpointing of the frozen encoder's blocks off / on (``set_grad_checkpointing``):
+  SAM-LoRA on the tiny test SAM (128 px), MFNet ViT-B (MMAdapter) and SAM-LoRA ViT-B at ``--img``.
 
 Δpeak = the process's peak resident memory minus its resident memory before the first run.
 """
@@ -118,7 +121,28 @@ def make_merged(spec: dict) -> Callable[[], None]:
     return run
 
 
-MAKERS = {"attention": make_attention, "adamw": make_adamw, "frozen": make_frozen, "merged": make_merged}
+def make_checkpointing(spec: dict) -> Callable[[], None]:
+    import torch.nn.functional as F
+
+    from speed_vs_official import build_method
+
+    torch.manual_seed(0)
+    model = build_method(spec["method"], num_classes=25, modalities=["rgb", "depth"], backbone=spec["backbone"],
+                         img_size=spec["img"]).train()
+    model.set_grad_checkpointing(spec["variant"] == "on")
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
+    batch = _batch(spec["img"])
+
+    def run() -> None:
+        opt.zero_grad(set_to_none=True)
+        F.cross_entropy(model(batch)["logits"], batch["label"]).backward()
+        opt.step()
+
+    return run
+
+
+MAKERS = {"attention": make_attention, "adamw": make_adamw, "frozen": make_frozen, "merged": make_merged,
+          "checkpointing": make_checkpointing}
 
 
 def worker(conn: Any, spec: dict) -> None:
@@ -165,7 +189,7 @@ def compare(title: str, arms: list[tuple[str, dict]], args: argparse.Namespace) 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--only", default="attention,adamw,frozen,merged")
+    ap.add_argument("--only", default="attention,adamw,frozen,merged,checkpointing")
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--threads", type=int, default=max(1, min(4, os.cpu_count() or 1)))
     ap.add_argument("--grids", default="16,32,48")
@@ -188,6 +212,13 @@ def main() -> None:
     if "merged" in only:
         compare(f"SAM-LoRA ViT-B inference, {args.img} px, 2 modalities",
                 [(v, {"kind": "merged", "img": args.img, "variant": v}) for v in ("plain", "lora", "merged")], args)
+    if "checkpointing" in only:
+        for method, backbone, img, title in (("sam_lora", "sam_vit_tiny", 128, "SAM-LoRA, tiny test SAM"),
+                                             ("mfnet", "sam_vit_b", args.img, "MFNet (MMAdapter) ViT-B"),
+                                             ("sam_lora", "sam_vit_b", args.img, "SAM-LoRA ViT-B")):
+            compare(f"{title} training step, {img} px, 2 modalities, encoder grad checkpointing",
+                    [(v, {"kind": "checkpointing", "method": method, "backbone": backbone, "img": img, "variant": v})
+                     for v in ("off", "on")], args)
     print(f"\nload average at the end {os.getloadavg()[0]:.2f}")
 
 

@@ -43,6 +43,8 @@ and Δpeak / floor's Δpeak. ``--profile`` adds a ``torch.profiler`` table (top 
 time) of one step of every arm. ``--levers`` adds arms of ours with one lever switched (SDPA in
 SAM ViT attention instead of the official hand-written one; foreach / fused AdamW; channels_last inputs;
 MemorySAM upsampling all K + 1 maps per frame as SAM 2's heads step does).
+MemorySAM and MFNet always get the memory lever's arm, ``ours, grad checkpointing``
+(activation checkpointing of the frozen encoder's blocks, ``set_grad_checkpointing``).
 """
 from __future__ import annotations
 
@@ -121,6 +123,8 @@ def _apply_levers(model: torch.nn.Module, spec: dict) -> None:
         from mmsam.backbones.sam_attention import set_sam_attention
 
         set_sam_attention(model, spec["attention"])
+    if spec.get("grad_checkpointing"):
+        model.set_grad_checkpointing(True)
 
 
 def arm_memsam_ours(spec: dict) -> tuple[Callable[[], None], dict]:
@@ -377,6 +381,7 @@ def configs(args: argparse.Namespace) -> dict[str, list[tuple[str, dict]]]:
                     ("floor", {**c, "arm": "floor"})]
             if args.official_anomaly:
                 arms.append(("official, anomaly on", {**c, "arm": "memsam_official", "official": str(args.memorysam), "anomaly": True}))
+            arms.append(("ours, grad checkpointing", {**c, "arm": "memsam_ours", "grad_checkpointing": True}))
             if args.levers:
                 arms += [("ours, foreach AdamW", {**c, "arm": "memsam_ours", "optimizer": "foreach"}),
                          ("ours, fused AdamW", {**c, "arm": "memsam_ours", "optimizer": "fused"}),
@@ -388,6 +393,7 @@ def configs(args: argparse.Namespace) -> dict[str, list[tuple[str, dict]]]:
             c = {**common, "adapter": adapter, "backbone": "sam_vit_b"}
             arms = [("ours", {**c, "arm": "mfnet_ours"}), ("official", {**c, "arm": "mfnet_official", "official": str(args.ssrs)}),
                     ("floor", {**c, "arm": "floor"})]
+            arms.append(("ours, grad checkpointing", {**c, "arm": "mfnet_ours", "grad_checkpointing": True}))
             if args.levers:
                 arms += [("ours, SDPA attention", {**c, "arm": "mfnet_ours", "attention": "sdpa"}),
                          ("ours, foreach SGD", {**c, "arm": "mfnet_ours", "optimizer": "foreach"}),

@@ -14,7 +14,7 @@ from mmsam.adapters.inject import (
     target_module_names,
     unmerge_adapters,
 )
-from mmsam.adapters.layout import ModalityLayout, current_layout, layout_for, modality_layout
+from mmsam.adapters.layout import ModalityLayout, current_layout, layout_for, modality_layout, use_layout
 from mmsam.adapters.lora import LoRAConfig, LoRADelta, LoRALinear
 from mmsam.adapters.moe_lora import MoELoRAConfig, MoELoRALinear
 from mmsam.adapters.mm_adapter import MMAdapterConfig, MMAdapterLayer
@@ -30,7 +30,7 @@ __all__ = [
     "AdapterConfig", "AdapterLayer", "LoRAConfig", "LoRADelta", "LoRALinear", "MoELoRAConfig", "MoELoRALinear",
     "ModalityLayout", "layout_for", "with_modalities",
     "adapter_layers", "create_adapter_config", "delta_class", "current_layout", "inject_adapters", "list_adapters",
-    "merge_adapters", "modality_layout", "register_adapter", "target_module_names", "unmerge_adapters",
+    "merge_adapters", "modality_layout", "use_layout", "register_adapter", "target_module_names", "unmerge_adapters",
     "ConvLoRAConfig", "ConvLoRADelta", "ConvLoRALinear", "add_balance_loss", "collect_balance_losses",
     "MMAdapterConfig", "MMAdapterLayer", "MMLoRAConfig", "MMLoRALinear",
 ]

@@ -218,6 +218,10 @@ class ConvLoRADelta(nn.Module):
     mode or once collected).
     """
 
+    # activation checkpointing puts this back after recomputing the forward in backward
+    # (mmsam.backbones.grad_checkpointing): the recompute must not leave a loss for the next step
+    recompute_restores = ("balance_loss",)
+
     def __init__(self, in_features: int, out_features: int, config: ConvLoRAConfig) -> None:
         super().__init__()
         if not isinstance(config, ConvLoRAConfig):

@@ -86,6 +86,17 @@ def modality_layout(names: tuple[str, ...] | list[str], present: torch.Tensor | 
         _CURRENT.reset(token)
 
 
+@contextmanager
+def use_layout(layout: ModalityLayout | None) -> Iterator[ModalityLayout | None]:
+    """Set an existing layout (or none) inside the ``with`` block: to replay a forward pass's layout
+    later, e.g. when activation checkpointing recomputes a block during backward."""
+    token = _CURRENT.set(layout)
+    try:
+        yield layout
+    finally:
+        _CURRENT.reset(token)
+
+
 def current_layout() -> ModalityLayout | None:
     """The layout of the forward pass in progress, or ``None`` outside one."""
     return _CURRENT.get()

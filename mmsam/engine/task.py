@@ -57,6 +57,8 @@ class SegmentationTask(pl.LightningModule):
             scores, sliding windows.
         modality_dropout: training only: each modality of each sample is marked absent with this
             probability (at least one stays present), so fusion learns to cope with sensor failure.
+        grad_checkpointing: activation checkpointing of the frozen encoder's blocks (the method's
+            ``set_grad_checkpointing``): less training memory for about one extra encoder forward per step.
 
     Validate / test log ``{val,test}/{mIoU,OA,mAcc,mF1}`` (percent; ``@a+b`` per modality subset) as
     torchmetrics objects that Lightning computes, synchronises over processes and resets, and
@@ -82,6 +84,7 @@ class SegmentationTask(pl.LightningModule):
         no_weight_decay_1d: bool = False,
         evaluation: Evaluation | None = None,
         modality_dropout: float = 0.0,
+        grad_checkpointing: bool = False,
     ) -> None:
         super().__init__()
         # modalities / class names come from the data module, whose hparams already hold them;
@@ -92,6 +95,12 @@ class SegmentationTask(pl.LightningModule):
         self.optimizer, self.lr_scheduler, self.evaluation = optimizer, lr_scheduler, ev
         modalities = list(modalities or [])
         self.method = method(num_classes, modalities) if callable(method) and not isinstance(method, nn.Module) else method
+        if grad_checkpointing is not False:  # the CLI refuses a non-bool itself; Python callers get the same line here
+            if grad_checkpointing is not True:
+                raise ConfigError(f"model.grad_checkpointing must be true or false, got {grad_checkpointing!r}")
+            if not hasattr(self.method, "set_grad_checkpointing"):
+                raise ConfigError(f"model.grad_checkpointing: {type(self.method).__name__} has no encoder blocks to checkpoint")
+            self.method.set_grad_checkpointing(True)
         self.num_classes = num_classes
         self.modalities = modalities or list(getattr(self.method, "modalities", []))
         self.class_names = class_names or [str(i) for i in range(num_classes)]

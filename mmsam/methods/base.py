@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from mmsam.adapters import AdapterConfig, add_balance_loss, inject_adapters, modality_layout, with_modalities
-from mmsam.backbones import create_backbone, list_backbones
+from mmsam.backbones import create_backbone, list_backbones, set_grad_checkpointing
 from mmsam.data.modalities import get_modality
 from mmsam.errors import ConfigError
 
@@ -95,6 +95,11 @@ class SegmentationMethod(nn.Module):
         self.adapted_modules = inject_adapters(self.backbone.image_encoder, adapter)
         if head is not None:
             setattr(self, head_attr, head(self.backbone))
+
+    def set_grad_checkpointing(self, enable: bool = True) -> int:
+        """Activation checkpointing of the frozen encoder's blocks (training only): about one extra
+        encoder forward per step for not storing the blocks' activations. Returns the number of blocks."""
+        return set_grad_checkpointing(self.backbone.image_encoder, enable)
 
     def check_input_size(self, batch: dict[str, Any]) -> None:
         """SAM's absolute position embedding (and SAM 2's memory heads) fix the input size: say so before torch does."""
