@@ -10,6 +10,8 @@ from lightning.pytorch.utilities import rank_zero_only
 from torch import nn
 from torchmetrics.wrappers import ClasswiseWrapper
 
+from mmsam.backbones.sam_attention import ATTENTION_IMPLS, set_sam_attention
+from mmsam.engine.compile import compile_encoder, compile_options
 from mmsam.engine.evaluation import Evaluation, all_subsets
 from mmsam.engine.schedule import WarmupPoly, scheduler_interval
 from mmsam.engine.sliding_window import sliding_window_logits
@@ -59,6 +61,13 @@ class SegmentationTask(pl.LightningModule):
             probability (at least one stays present), so fusion learns to cope with sensor failure.
         grad_checkpointing: activation checkpointing of the frozen encoder's blocks (the method's
             ``set_grad_checkpointing``): less training memory for about one extra encoder forward per step.
+        compile: ``torch.compile`` the method when the Trainer sets it up (``configure_model``):
+            ``true`` compiles each frozen encoder block in place (regional compilation), a mapping
+            adds ``torch.compile`` options (``mode``, ``backend``, ``dynamic`` …) and ``scope``:
+            ``"blocks"`` (default) or ``"method"`` (:func:`~mmsam.engine.compile.compile_encoder`).
+        sam_attention: SAM ViT attention, ``"official"`` (the hand-written module, default) or
+            ``"sdpa"`` (``scaled_dot_product_attention``, same weights and outputs;
+            :mod:`mmsam.backbones.sam_attention`).
 
     Validate / test log ``{val,test}/{mIoU,OA,mAcc,mF1}`` (percent; ``@a+b`` per modality subset) as
     torchmetrics objects that Lightning computes, synchronises over processes and resets, and
@@ -85,6 +94,8 @@ class SegmentationTask(pl.LightningModule):
         evaluation: Evaluation | None = None,
         modality_dropout: float = 0.0,
         grad_checkpointing: bool = False,
+        compile: bool | dict[str, Any] = False,
+        sam_attention: Literal["official", "sdpa"] = "official",
     ) -> None:
         super().__init__()
         # modalities / class names come from the data module, whose hparams already hold them;
@@ -101,6 +112,8 @@ class SegmentationTask(pl.LightningModule):
             if not hasattr(self.method, "set_grad_checkpointing"):
                 raise ConfigError(f"model.grad_checkpointing: {type(self.method).__name__} has no encoder blocks to checkpoint")
             self.method.set_grad_checkpointing(True)
+        self.compile_options = compile_options(compile)
+        use_sam_attention(self.method, sam_attention)
         self.num_classes = num_classes
         self.modalities = modalities or list(getattr(self.method, "modalities", []))
         self.class_names = class_names or [str(i) for i in range(num_classes)]
@@ -129,6 +142,13 @@ class SegmentationTask(pl.LightningModule):
                 self.binary_scores = nn.ModuleDict({st: binary_scores(prefix=f"{st}/", ignore_index=ignore_index, scores=chosen) for st in ("val", "test")})
             except ValueError as e:
                 raise ConfigError(f"model.evaluation.binary_metrics: {e}") from None
+
+    def configure_model(self) -> None:
+        """Compile here, not in ``__init__``: only a Trainer calls this hook, so a task built to export
+        or predict outside one (``mmsam.deploy``) stays eager, and the device is the strategy's."""
+        if self.compile_options is not None:
+            device = self.trainer.strategy.root_device if self._trainer is not None else self.device
+            compile_encoder(self.method, device=device, **self.compile_options)
 
     # ---- forward -----------------------------------------------------------------------
     def forward(self, batch: dict[str, Any]) -> dict[str, Any]:
@@ -262,6 +282,16 @@ class SegmentationTask(pl.LightningModule):
 @rank_zero_only
 def _print(text: str) -> None:
     print(text, flush=True)
+
+
+def use_sam_attention(method: nn.Module, impl: str) -> int:
+    """Switch the method's SAM ViT attention to ``impl`` (``model.sam_attention``); returns the modules switched."""
+    if impl not in ATTENTION_IMPLS:
+        raise ConfigError(f"model.sam_attention must be one of official, sdpa, got {impl!r}")
+    n = set_sam_attention(method, impl)  # type: ignore[arg-type]
+    if impl == "sdpa" and n == 0:
+        raise ConfigError("model.sam_attention: sdpa replaces SAM ViT attention and this method has none (SAM 2's Hiera uses SDPA already)")
+    return n
 
 
 def check_optimisation(optimizer: OptimizerCallable | None, lr_scheduler: LRSchedulerCallable | None) -> None:
