@@ -1,6 +1,6 @@
 """Speed / memory levers of mmsam measured on and off, each variant in its own process, interleaved.
 
-    python benchmarks/levers.py [--only attention,adamw,frozen,merged,checkpointing] [--repeats 5] [--threads 2]
+    python benchmarks/levers.py [--only attention,adamw,frozen,merged,checkpointing,compile_tiny,compile_vitb] [--repeats 5] [--threads 2]
 
 * ``attention``: one SAM ViT-B global-attention block (width 768, 12 heads, decomposed relative
   positions) forward + backward at token grids 16 / 32 / 48 (256 / 512 / 768 px): the official
@@ -16,7 +16,13 @@
 * ``checkpointing``: a training step (AdamW over the trainable set, batch 1, 2 modalities) with
   activation checkpointing of the frozen encoder's blocks off / on (``set_grad_checkpointing``):
   SAM-LoRA on the tiny test SAM (128 px), MFNet ViT-B (MMAdapter) and SAM-LoRA ViT-B at ``--img``.
+* ``compile_tiny`` / ``compile_vitb`` (not in the default ``--only``): a SAM-LoRA training step
+  (2 modalities; the tiny test SAM at 128 px / ViT-B at ``--img``) eager vs ``torch.compile`` of each
+  encoder block (``compile_encoder``, scope ``blocks``) vs of the whole method (scope ``method``).
+  The compiled arms run with inductor's caches off, so their first run pays the whole (cold)
+  compilation: ``1st run`` minus the median step is the compile time.
 
+Every table also gives the first (warm-up) run of each arm, which is left out of the median.
 Δpeak = the process's peak resident memory minus its resident memory before the first run.
 """
 from __future__ import annotations
@@ -141,8 +147,34 @@ def make_checkpointing(spec: dict) -> Callable[[], None]:
     return run
 
 
+def make_compile(spec: dict) -> Callable[[], None]:
+    import torch.nn.functional as F
+
+    from speed_vs_official import build_method
+
+    from mmsam.engine.compile import compile_encoder
+
+    torch.manual_seed(0)
+    backbone = "sam_vit_tiny" if spec["size"] == "tiny" else "sam_vit_b"
+    model = build_method("sam_lora", num_classes=25, modalities=["rgb", "depth"], backbone=backbone, img_size=spec["img"]).train()
+    if spec["variant"] != "eager":
+        from torch._inductor import config as inductor_config
+
+        inductor_config.force_disable_caches = True  # a cold start: the first run compiles everything
+        compile_encoder(model, scope=spec["variant"], device="cpu")
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
+    batch = _batch(spec["img"])
+
+    def run() -> None:
+        opt.zero_grad(set_to_none=True)
+        F.cross_entropy(model(batch)["logits"], batch["label"]).backward()
+        opt.step()
+
+    return run
+
+
 MAKERS = {"attention": make_attention, "adamw": make_adamw, "frozen": make_frozen, "merged": make_merged,
-          "checkpointing": make_checkpointing}
+          "checkpointing": make_checkpointing, "compile": make_compile}
 
 
 def worker(conn: Any, spec: dict) -> None:
@@ -165,6 +197,7 @@ def compare(title: str, arms: list[tuple[str, dict]], args: argparse.Namespace) 
         p.start()
         procs[label] = (p, a, a.recv())
     times: dict[str, list[float]] = {k: [] for k in procs}
+    first: dict[str, float] = {}
     labels = list(procs)
     for r in range(1 + args.repeats):
         for label in labels[r % len(labels):] + labels[: r % len(labels)]:
@@ -172,6 +205,8 @@ def compare(title: str, arms: list[tuple[str, dict]], args: argparse.Namespace) 
             dt = procs[label][1].recv()
             if r:
                 times[label].append(dt)
+            else:
+                first[label] = dt
     base = labels[0]
     med = {k: statistics.median(v) for k, v in times.items()}
     delta = {}
@@ -180,11 +215,11 @@ def compare(title: str, arms: list[tuple[str, dict]], args: argparse.Namespace) 
         delta[label] = (conn.recv() - rss0) / 1024
         p.join()
     print(f"\n{title}")
-    print(f"| variant | time (s) | spread | Δpeak (MiB) | time / {base} | Δpeak / {base} |")
-    print("|---|---|---|---|---|---|")
+    print(f"| variant | time (s) | spread | 1st run (s) | Δpeak (MiB) | time / {base} | Δpeak / {base} |")
+    print("|---|---|---|---|---|---|---|")
     for k in labels:
-        print(f"| {k} | {med[k]:.4f} | {min(times[k]):.4f}–{max(times[k]):.4f} | {delta[k]:.0f} | {med[k] / med[base]:.2f} | "
-              f"{delta[k] / max(delta[base], 1e-9):.2f} |", flush=True)
+        print(f"| {k} | {med[k]:.4f} | {min(times[k]):.4f}–{max(times[k]):.4f} | {first[k]:.2f} | {delta[k]:.0f} | "
+              f"{med[k] / med[base]:.2f} | {delta[k] / max(delta[base], 1e-9):.2f} |", flush=True)
 
 
 def main() -> None:
@@ -219,6 +254,11 @@ def main() -> None:
             compare(f"{title} training step, {img} px, 2 modalities, encoder grad checkpointing",
                     [(v, {"kind": "checkpointing", "method": method, "backbone": backbone, "img": img, "variant": v})
                      for v in ("off", "on")], args)
+    for size, img in (("tiny", 128), ("vitb", args.img)):
+        if f"compile_{size}" in only:
+            name = "tiny test SAM" if size == "tiny" else "ViT-B"
+            compare(f"SAM-LoRA {name} training step, {img} px, 2 modalities: eager vs torch.compile (1st run − time ≈ compile time)",
+                    [(v, {"kind": "compile", "size": size, "img": img, "variant": v}) for v in ("eager", "blocks", "method")], args)
     print(f"\nload average at the end {os.getloadavg()[0]:.2f}")
 
 

@@ -44,7 +44,11 @@ time) of one step of every arm. ``--levers`` adds arms of ours with one lever sw
 SAM ViT attention instead of the official hand-written one; foreach / fused AdamW; channels_last inputs;
 MemorySAM upsampling all K + 1 maps per frame as SAM 2's heads step does).
 MemorySAM and MFNet always get the memory lever's arm, ``ours, grad checkpointing``
-(activation checkpointing of the frozen encoder's blocks, ``set_grad_checkpointing``).
+(activation checkpointing of the frozen encoder's blocks, ``set_grad_checkpointing``), and with
+``--levers`` ``ours, compiled`` (``torch.compile`` of each encoder block,
+``mmsam.engine.compile.compile_encoder``, inductor's caches off). Each table is followed by every
+arm's first (warm-up, left out of the median) step: for the compiled arm, that step minus the
+median is the compile time.
 """
 from __future__ import annotations
 
@@ -125,6 +129,13 @@ def _apply_levers(model: torch.nn.Module, spec: dict) -> None:
         set_sam_attention(model, spec["attention"])
     if spec.get("grad_checkpointing"):
         model.set_grad_checkpointing(True)
+    if spec.get("compile"):
+        from torch._inductor import config as inductor_config
+
+        from mmsam.engine.compile import compile_encoder
+
+        inductor_config.force_disable_caches = True  # a cold start: the warm-up step pays the whole compilation
+        compile_encoder(model, scope="blocks", device="cpu")
 
 
 def arm_memsam_ours(spec: dict) -> tuple[Callable[[], None], dict]:
@@ -386,7 +397,8 @@ def configs(args: argparse.Namespace) -> dict[str, list[tuple[str, dict]]]:
                 arms += [("ours, foreach AdamW", {**c, "arm": "memsam_ours", "optimizer": "foreach"}),
                          ("ours, fused AdamW", {**c, "arm": "memsam_ours", "optimizer": "fused"}),
                          ("ours, channels_last", {**c, "arm": "memsam_ours", "channels_last": True}),
-                         ("ours, all K + 1 maps upsampled", {**c, "arm": "memsam_ours", "upsample_all": True})]
+                         ("ours, all K + 1 maps upsampled", {**c, "arm": "memsam_ours", "upsample_all": True}),
+                         ("ours, compiled", {**c, "arm": "memsam_ours", "compile": True})]
             out[short] = arms
     if args.ssrs:
         for adapter in ("mm_adapter", "mm_lora"):
@@ -397,7 +409,8 @@ def configs(args: argparse.Namespace) -> dict[str, list[tuple[str, dict]]]:
             if args.levers:
                 arms += [("ours, SDPA attention", {**c, "arm": "mfnet_ours", "attention": "sdpa"}),
                          ("ours, foreach SGD", {**c, "arm": "mfnet_ours", "optimizer": "foreach"}),
-                         ("ours, channels_last", {**c, "arm": "mfnet_ours", "channels_last": True})]
+                         ("ours, channels_last", {**c, "arm": "mfnet_ours", "channels_last": True}),
+                         ("ours, compiled", {**c, "arm": "mfnet_ours", "compile": True})]
             out[f"mfnet_{adapter}"] = arms
     if args.autogluon:
         c = {**common}
@@ -435,6 +448,7 @@ def run_config(name: str, arms: list[tuple[str, dict]], args: argparse.Namespace
         labels = list(procs)
         times: dict[str, list[float]] = {k: [] for k in labels}
         cpu: dict[str, list[float]] = {k: [] for k in labels}
+        first: dict[str, float] = {}
         for r in range(args.warmup + args.repeats):
             order = labels[r % len(labels):] + labels[: r % len(labels)]  # rotate: no arm always runs first
             for label in order:
@@ -443,6 +457,8 @@ def run_config(name: str, arms: list[tuple[str, dict]], args: argparse.Namespace
                 if r >= args.warmup:
                     times[label].append(dt)
                     cpu[label].append(dc)
+                elif r == 0:
+                    first[label] = dt
         profiles = {}
         if args.profile:
             for label in labels:
@@ -457,6 +473,8 @@ def run_config(name: str, arms: list[tuple[str, dict]], args: argparse.Namespace
             if p.is_alive():
                 p.terminate()
     report(name, labels, times, cpu, info, args)
+    if first:
+        print("first (warm-up) step (s): " + ", ".join(f"{k} {v:.2f}" for k, v in first.items()))
     for label, table in profiles.items():
         print(f"\nprofile [{name}] {label} (one step, self CPU time):\n{table}")
 

@@ -25,6 +25,12 @@ SCOPES = ("blocks", "method")
 # torch.compile's own options that a config may set (``model`` is the module itself)
 _COMPILE_KWARGS = tuple(p for p in inspect.signature(torch.compile).parameters if p != "model")
 
+# Every block of an encoder runs the same forward code, and dynamo keeps one cache per code object:
+# windowed / global attention, Hiera's stage widths and pooling, the first block's input without grad,
+# training / inference and a second batch size each add an entry. Hiera-T reaches torch's default
+# limit (8) in its first validation, after which dynamo silently runs the blocks eagerly.
+BLOCKS_RECOMPILE_LIMIT = 64
+
 __all__ = ["CompileScope", "compile_encoder", "compile_options", "encoder_blocks"]
 
 
@@ -85,7 +91,8 @@ def compile_encoder(method: nn.Module, *, scope: CompileScope = "blocks", device
 
     ``scope="blocks"``: each encoder block (:func:`encoder_blocks`), regional compilation;
     ``"method"``: the whole ``method`` as one module (more graph breaks: the batch is a dict and the
-    encode step branches on which modalities are present). ``compile_kwargs`` go to ``torch.compile``.
+    encode step branches on which modalities are present). ``compile_kwargs`` go to ``torch.compile``;
+    for blocks, ``recompile_limit`` defaults to :data:`BLOCKS_RECOMPILE_LIMIT`.
     ``device``: where the model will run, to refuse inductor on a CPU without a C++ compiler.
     Calling it again is a no-op (Lightning calls ``configure_model`` once per fit / validate / test).
     """
@@ -94,6 +101,8 @@ def compile_encoder(method: nn.Module, *, scope: CompileScope = "blocks", device
     if device is not None:
         check_inductor(device, compile_kwargs.get("backend", "inductor"))
     targets = encoder_blocks(method) if scope == "blocks" else [method]
+    if scope == "blocks":
+        compile_kwargs.setdefault("recompile_limit", BLOCKS_RECOMPILE_LIMIT)
     n = 0
     for module in targets:
         if module._compiled_call_impl is None:  # nn.Module.compile stores the compiled call here

@@ -105,6 +105,7 @@ class SegmentationTask(pl.LightningModule):
         self.hparams["evaluation"] = ev.as_dict()
         self.optimizer, self.lr_scheduler, self.evaluation = optimizer, lr_scheduler, ev
         modalities = list(modalities or [])
+        self.compile_options = compile_options(compile)  # refused before a large backbone is built
         self.method = method(num_classes, modalities) if callable(method) and not isinstance(method, nn.Module) else method
         if grad_checkpointing is not False:  # the CLI refuses a non-bool itself; Python callers get the same line here
             if grad_checkpointing is not True:
@@ -112,7 +113,6 @@ class SegmentationTask(pl.LightningModule):
             if not hasattr(self.method, "set_grad_checkpointing"):
                 raise ConfigError(f"model.grad_checkpointing: {type(self.method).__name__} has no encoder blocks to checkpoint")
             self.method.set_grad_checkpointing(True)
-        self.compile_options = compile_options(compile)
         use_sam_attention(self.method, sam_attention)
         self.num_classes = num_classes
         self.modalities = modalities or list(getattr(self.method, "modalities", []))
