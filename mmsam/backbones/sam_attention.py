@@ -9,7 +9,8 @@ same outputs within float rounding (checked against the official module in
 ``tests/backbones/test_sam_attention.py``).
 
 :func:`set_sam_attention` switches every SAM attention module of a model between the two
-implementations in place (a class swap, no copy); SAM backbones are built with ``"sdpa"``.
+implementations in place (a class swap, no copy). SAM backbones are built with ``"official"``;
+the task's ``sam_attention: sdpa`` (``SegmentationTask``) switches them.
 """
 from __future__ import annotations
 
