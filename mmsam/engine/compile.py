@@ -100,6 +100,12 @@ def compile_encoder(method: nn.Module, *, scope: CompileScope = "blocks", device
         raise ConfigError(f"model.compile.scope must be one of {', '.join(SCOPES)}, got {scope!r}")
     if device is not None:
         check_inductor(device, compile_kwargs.get("backend", "inductor"))
+    from mmsam.backbones.grad_checkpointing import is_grad_checkpointed
+
+    if any(is_grad_checkpointed(b) for b in encoder_blocks(method)):
+        # its checkpoint(context_fn=...) replays the modality layout in the recompute, which dynamo cannot trace
+        raise ConfigError("model.compile cannot be combined with model.grad_checkpointing (torch.compile does not "
+                          "trace the checkpoint's layout-replaying context_fn); turn one of them off")
     targets = encoder_blocks(method) if scope == "blocks" else [method]
     if scope == "blocks":
         compile_kwargs.setdefault("recompile_limit", BLOCKS_RECOMPILE_LIMIT)

@@ -113,6 +113,9 @@ class SegmentationTask(pl.LightningModule):
             if not hasattr(self.method, "set_grad_checkpointing"):
                 raise ConfigError(f"model.grad_checkpointing: {type(self.method).__name__} has no encoder blocks to checkpoint")
             self.method.set_grad_checkpointing(True)
+            if self.compile_options is not None:
+                raise ConfigError("model.compile cannot be combined with model.grad_checkpointing (torch.compile does not "
+                                  "trace the checkpoint's layout-replaying context_fn); turn one of them off")
         use_sam_attention(self.method, sam_attention)
         self.num_classes = num_classes
         self.modalities = modalities or list(getattr(self.method, "modalities", []))

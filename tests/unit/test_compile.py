@@ -144,3 +144,14 @@ def test_task_options_reach_the_model_and_keep_the_checkpoint_keys():
 def test_task_refuses_a_bad_sam_attention_in_one_line():
     with pytest.raises(ConfigError, match=r"^model.sam_attention must be one of official, sdpa, got 'flash'$"):
         _task(sam_attention="flash")
+
+
+def test_compile_with_grad_checkpointing_is_refused_in_one_line():
+    """Encoder checkpointing replays the modality layout through checkpoint's ``context_fn``, which
+    dynamo refuses deep inside the first step; say so when the options are read."""
+    with pytest.raises(ConfigError, match=r"^model.compile cannot be combined with model.grad_checkpointing"):
+        _task(compile=True, grad_checkpointing=True)
+    model = _sam_lora()
+    model.set_grad_checkpointing(True)
+    with pytest.raises(ConfigError, match=r"^model.compile cannot be combined with model.grad_checkpointing"):
+        compile_encoder(model)
