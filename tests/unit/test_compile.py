@@ -155,3 +155,16 @@ def test_compile_with_grad_checkpointing_is_refused_in_one_line():
     model.set_grad_checkpointing(True)
     with pytest.raises(ConfigError, match=r"^model.compile cannot be combined with model.grad_checkpointing"):
         compile_encoder(model)
+
+
+def test_blocks_get_a_recompile_limit_above_torchs_default(monkeypatch):
+    """All blocks share one forward code object and so one dynamo cache; with torch's limit of 8,
+    Hiera-T's blocks ran eagerly again from the first validation on."""
+    from mmsam.engine.compile import BLOCKS_RECOMPILE_LIMIT
+
+    seen: list[dict] = []
+    monkeypatch.setattr(torch.nn.Module, "compile", lambda self, **kw: seen.append(kw))
+    compile_encoder(_sam_lora())
+    compile_encoder(_sam_lora(), recompile_limit=3)
+    assert [kw["recompile_limit"] for kw in seen] == [BLOCKS_RECOMPILE_LIMIT] * 2 + [3] * 2
+    assert BLOCKS_RECOMPILE_LIMIT > torch._dynamo.config.recompile_limit
