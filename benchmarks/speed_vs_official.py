@@ -45,7 +45,7 @@ SAM ViT attention instead of the official hand-written one; foreach / fused Adam
 MemorySAM upsampling all K + 1 maps per frame as SAM 2's heads step does).
 MemorySAM and MFNet always get the memory lever's arm, ``ours, grad checkpointing``
 (activation checkpointing of the frozen encoder's blocks, ``set_grad_checkpointing``), and with
-``--levers`` ``ours, compiled`` (``torch.compile`` of each encoder block,
+``--compiled`` ``ours, compiled`` (``torch.compile`` of each encoder block,
 ``mmsam.engine.compile.compile_encoder``, inductor's caches off). Each table is followed by every
 arm's first (warm-up, left out of the median) step: for the compiled arm, that step minus the
 median is the compile time.
@@ -397,8 +397,9 @@ def configs(args: argparse.Namespace) -> dict[str, list[tuple[str, dict]]]:
                 arms += [("ours, foreach AdamW", {**c, "arm": "memsam_ours", "optimizer": "foreach"}),
                          ("ours, fused AdamW", {**c, "arm": "memsam_ours", "optimizer": "fused"}),
                          ("ours, channels_last", {**c, "arm": "memsam_ours", "channels_last": True}),
-                         ("ours, all K + 1 maps upsampled", {**c, "arm": "memsam_ours", "upsample_all": True}),
-                         ("ours, compiled", {**c, "arm": "memsam_ours", "compile": True})]
+                         ("ours, all K + 1 maps upsampled", {**c, "arm": "memsam_ours", "upsample_all": True})]
+            if args.compiled:
+                arms.append(("ours, compiled", {**c, "arm": "memsam_ours", "compile": True}))
             out[short] = arms
     if args.ssrs:
         for adapter in ("mm_adapter", "mm_lora"):
@@ -409,8 +410,9 @@ def configs(args: argparse.Namespace) -> dict[str, list[tuple[str, dict]]]:
             if args.levers:
                 arms += [("ours, SDPA attention", {**c, "arm": "mfnet_ours", "attention": "sdpa"}),
                          ("ours, foreach SGD", {**c, "arm": "mfnet_ours", "optimizer": "foreach"}),
-                         ("ours, channels_last", {**c, "arm": "mfnet_ours", "channels_last": True}),
-                         ("ours, compiled", {**c, "arm": "mfnet_ours", "compile": True})]
+                         ("ours, channels_last", {**c, "arm": "mfnet_ours", "channels_last": True})]
+            if args.compiled:
+                arms.append(("ours, compiled", {**c, "arm": "mfnet_ours", "compile": True}))
             out[f"mfnet_{adapter}"] = arms
     if args.autogluon:
         c = {**common}
@@ -520,6 +522,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--threads", type=int, default=max(1, min(4, os.cpu_count() or 1)))
     ap.add_argument("--configs", help="comma-separated subset of: memorysam_t, memorysam_b+, mfnet_mm_adapter, mfnet_mm_lora, convlora")
     ap.add_argument("--levers", action="store_true", help="add arms of ours with one lever switched")
+    ap.add_argument("--compiled", action="store_true",
+                    help="add an arm of ours with torch.compile per encoder block (its warm-up compiles for minutes on a CPU)")
     ap.add_argument("--official-anomaly", action="store_true", help="add the official MemorySAM arm with anomaly detection on, as shipped")
     ap.add_argument("--profile", action="store_true", help="print a torch.profiler table of one step per arm")
     args = ap.parse_args(argv)
