@@ -11,8 +11,9 @@
   ``requires_grad=False`` (mmsam) vs ``True`` with only the LoRA in the optimiser (what a model does
   that freezes by leaving weights out of the optimiser, e.g. the official MFNet's SGD over
   ``net.parameters()`` with the encoder trainable flag still on).
-* ``merged``: SAM-LoRA ViT-B inference (256 px, 2 modalities): LoRA unmerged, merged, and the same
-  method with the adapters removed (plain SAM).
+* ``merged``: SAM-LoRA ViT-B inference (256 px, 2 modalities): LoRA unmerged, merged (the wrapper
+  skips its LoRA), merged and unwrapped (``W + ΔW`` back in SAM's own Linear, as a merged export is), and
+  the same method with the adapters removed (plain SAM).
 * ``checkpointing``: a training step (AdamW over the trainable set, batch 1, 2 modalities) with
   activation checkpointing of the frozen encoder's blocks off / on (``set_grad_checkpointing``):
   SAM-LoRA on the tiny test SAM (128 px), MFNet ViT-B (MMAdapter) and SAM-LoRA ViT-B at ``--img``.
@@ -118,6 +119,11 @@ def make_merged(spec: dict) -> Callable[[], None]:
             setattr(model.get_submodule(parent), leaf, layer.base_layer)
     elif spec["variant"] == "merged":
         merge_adapters(model)
+    elif spec["variant"] == "merged, unwrapped":  # what `mmsam export --merged` gives: W + ΔW in SAM's own Linear
+        merge_adapters(model)
+        for path, layer in list(adapter_layers(model)):
+            parent, _, leaf = path.rpartition(".")
+            setattr(model.get_submodule(parent), leaf, layer.base_layer)
     batch = _batch(spec["img"])
 
     def run() -> None:
@@ -246,7 +252,7 @@ def main() -> None:
                 [(v, {"kind": "frozen", "img": args.img, "variant": v}) for v in ("frozen", "requires_grad")], args)
     if "merged" in only:
         compare(f"SAM-LoRA ViT-B inference, {args.img} px, 2 modalities",
-                [(v, {"kind": "merged", "img": args.img, "variant": v}) for v in ("plain", "lora", "merged")], args)
+                [(v, {"kind": "merged", "img": args.img, "variant": v}) for v in ("plain", "lora", "merged", "merged, unwrapped")], args)
     if "checkpointing" in only:
         for method, backbone, img, title in (("sam_lora", "sam_vit_tiny", 128, "SAM-LoRA, tiny test SAM"),
                                              ("mfnet", "sam_vit_b", args.img, "MFNet (MMAdapter) ViT-B"),
