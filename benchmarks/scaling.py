@@ -120,6 +120,11 @@ def main() -> None:
     ap.add_argument("--json")
     ap.add_argument("--png")
     args = ap.parse_args()
+    if args.png:
+        try:
+            import matplotlib  # noqa: F401
+        except ImportError:
+            ap.error("--png needs matplotlib (pip install matplotlib); leave --png out for the table alone")
     backbones = {"sam": "sam_vit_tiny", "sam2": "sam2_hiera_micro"} if args.tiny else {"sam": "sam_vit_b", "sam2": "sam2_hiera_t"}
     sizes = [int(x) for x in args.sizes.split(",")]
     ms = [int(x) for x in args.modalities.split(",")]
