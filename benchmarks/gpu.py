@@ -62,6 +62,7 @@ def settings() -> dict[str, Setting]:
 
 
 SAM_ATTENTION = "sdpa"  # --sam-attention: SAM ViT attention implementation (mmsam.backbones.sam_attention)
+LEVERS: dict[str, bool] = {"grad_checkpointing": False, "compile": False}  # --grad-checkpointing, --compile
 
 
 def build(s: Setting, img_size: int, device: torch.device) -> torch.nn.Module:
@@ -71,7 +72,14 @@ def build(s: Setting, img_size: int, device: torch.device) -> torch.nn.Module:
     torch.manual_seed(0)
     model = build_method(s.method, num_classes=s.num_classes, modalities=s.modalities, img_size=img_size, **s.kwargs)
     set_sam_attention(model, SAM_ATTENTION)
-    return model.to(device).train()
+    if LEVERS["grad_checkpointing"]:
+        model.set_grad_checkpointing(True)
+    model = model.to(device).train()
+    if LEVERS["compile"]:
+        from mmsam.engine.compile import compile_encoder
+
+        compile_encoder(model, device=device)  # each encoder block; the warm-up steps pay the compilation
+    return model
 
 
 def make_batch(s: Setting, batch: int, img_size: int, device: torch.device) -> dict[str, Any]:
@@ -211,8 +219,11 @@ def main() -> None:
     ap.add_argument("--no-inference", action="store_true")
     ap.add_argument("--sam-attention", choices=["sdpa", "official"], default="sdpa",
                     help="SAM ViT attention: SDPA with the rel-pos bias as mask (default) or the official hand-written one")
+    ap.add_argument("--grad-checkpointing", action="store_true", help="activation checkpointing of the encoder blocks")
+    ap.add_argument("--compile", action="store_true", help="torch.compile each encoder block (raise --warmup: it compiles there)")
     ap.add_argument("--json", help="also write the results here")
     args = ap.parse_args()
+    LEVERS.update(grad_checkpointing=args.grad_checkpointing, compile=args.compile)
     global SAM_ATTENTION
     SAM_ATTENTION = args.sam_attention
     device = torch.device(args.device)
