@@ -66,7 +66,8 @@ def mix_streams(deltas: list[torch.Tensor], lambdas: list[torch.Tensor | None], 
             out.append(d[i])
             continue
         cross = (total - p[i] * d[i]) / others[i]
-        out.append(lam * d[i] + (1 - lam) * cross)
+        # = λ d + (1 − λ) cross; this form keeps one tensor (d − cross) for λ's gradient, not both d and cross
+        out.append(cross + lam * (d[i] - cross))
     return torch.cat(out, 0)
 
 

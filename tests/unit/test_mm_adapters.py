@@ -238,3 +238,34 @@ def test_config_and_layer_errors():
         _run(enc, torch.randn(1, 3, 64, 64), torch.randn(1, 3, 64, 64), names=["rgb", "thermal"])
     with pytest.raises(ValueError, match="Linear"):
         MMAdapterLayer(nn.Identity(), MMAdapterConfig(streams=STREAMS))
+
+
+def test_mixing_keeps_one_activation_per_stream_for_the_backward():
+    """``λ d + (1 − λ) cross`` written as ``cross + λ (d − cross)``: autograd keeps ``d − cross`` for λ's
+    gradient, not both ``d`` and ``cross`` (MFNet's MMLoRA mixes in every Linear of every block)."""
+    from mmsam.adapters.mm_adapter import mix_streams
+
+    m, n, width = 3, 4, 256
+    g = torch.Generator().manual_seed(0)
+    deltas = [torch.randn(n, 16, width, generator=g, requires_grad=True) for _ in range(m)]
+    lambdas = [torch.tensor(v, requires_grad=True) for v in (0.7, 0.2, 0.5)]
+    present = torch.tensor([[1.0] * n, [1.0, 0.0, 1.0, 1.0], [1.0] * n])
+    saved: list[int] = []
+
+    def pack(t: torch.Tensor) -> torch.Tensor:
+        saved.append(t.numel())
+        return t
+
+    with modality_layout(("rgb", "depth", "event"), present) as layout:
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+            out = mix_streams(deltas, lambdas, layout)
+    assert sum(s for s in saved if s >= n * 16 * width) == m * n * 16 * width, saved  # one (N, 16, width) per stream
+    # the value is the paper's λ d_m + (1 − λ) · mean of the other present streams
+    p = present[:, :, None, None]
+    for i in range(m):
+        others = [p[k] * deltas[k] for k in range(m) if k != i]
+        cross = sum(others) / sum(p[k] for k in range(m) if k != i).clamp(min=1)
+        ref = lambdas[i] * deltas[i] + (1 - lambdas[i]) * cross
+        torch.testing.assert_close(out[i * n:(i + 1) * n], ref, rtol=1e-6, atol=1e-6)
+    out.square().sum().backward()
+    assert all(d.grad is not None for d in deltas) and all(lam.grad is not None for lam in lambdas)
