@@ -27,7 +27,7 @@ presence counts every stacked stream as present.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
@@ -44,6 +44,22 @@ def stream_chunks(x: torch.Tensor, streams: nn.ModuleDict | dict, kind: str) -> 
     """The current layout and ``x`` split into one chunk per stacked stream (checked against ``streams``)."""
     layout = layout_for(streams, kind, "stream")
     return layout, layout.split(x)
+
+
+class _Mix(torch.autograd.Function):
+    """``λ d + (1 − λ) c`` keeping one tensor, ``d − c``, for the backward (autograd would keep ``d`` and ``c``
+    for λ's gradient: two activations per stream in every mixed Linear / MLP of every block)."""
+
+    @staticmethod
+    def forward(ctx: Any, lam: torch.Tensor, d: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(lam, d - c if lam.requires_grad else None)
+        return lam * d + (1 - lam) * c  # the formula itself: λ = 1 leaves d exactly
+
+    @staticmethod
+    def backward(ctx: Any, g: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+        lam, diff = ctx.saved_tensors
+        g_lam = (g * diff).sum().reshape(lam.shape) if ctx.needs_input_grad[0] else None
+        return g_lam, g * lam if ctx.needs_input_grad[1] else None, g * (1 - lam) if ctx.needs_input_grad[2] else None
 
 
 def mix_streams(deltas: list[torch.Tensor], lambdas: list[torch.Tensor | None], layout: ModalityLayout) -> torch.Tensor:
@@ -66,8 +82,7 @@ def mix_streams(deltas: list[torch.Tensor], lambdas: list[torch.Tensor | None], 
             out.append(d[i])
             continue
         cross = (total - p[i] * d[i]) / others[i]
-        # = λ d + (1 − λ) cross; this form keeps one tensor (d − cross) for λ's gradient, not both d and cross
-        out.append(cross + lam * (d[i] - cross))
+        out.append(_Mix.apply(lam, d[i], cross))
     return torch.cat(out, 0)
 
 

@@ -241,8 +241,8 @@ def test_config_and_layer_errors():
 
 
 def test_mixing_keeps_one_activation_per_stream_for_the_backward():
-    """``λ d + (1 − λ) cross`` written as ``cross + λ (d − cross)``: autograd keeps ``d − cross`` for λ's
-    gradient, not both ``d`` and ``cross`` (MFNet's MMLoRA mixes in every Linear of every block)."""
+    """The mix keeps one tensor per stream (``d − cross``, for λ's gradient) for the backward, not both ``d``
+    and ``cross`` (MFNet's MMLoRA mixes in every Linear of every block); value and gradients unchanged."""
     from mmsam.adapters.mm_adapter import mix_streams
 
     m, n, width = 3, 4, 256
@@ -268,4 +268,14 @@ def test_mixing_keeps_one_activation_per_stream_for_the_backward():
         ref = lambdas[i] * deltas[i] + (1 - lambdas[i]) * cross
         torch.testing.assert_close(out[i * n:(i + 1) * n], ref, rtol=1e-6, atol=1e-6)
     out.square().sum().backward()
-    assert all(d.grad is not None for d in deltas) and all(lam.grad is not None for lam in lambdas)
+    grads = [t.grad.clone() for t in deltas + lambdas]
+    for t in deltas + lambdas:
+        t.grad = None
+    ref = []
+    for i in range(m):  # autograd through the plain formula
+        others = [p[k] * deltas[k] for k in range(m) if k != i]
+        cross = sum(others) / sum(p[k] for k in range(m) if k != i).clamp(min=1)
+        ref.append(lambdas[i] * deltas[i] + (1 - lambdas[i]) * cross)
+    torch.cat(ref).square().sum().backward()
+    for got, t in zip(grads, deltas + lambdas):
+        torch.testing.assert_close(got, t.grad, rtol=1e-5, atol=1e-5)
