@@ -90,6 +90,21 @@ def _batch(img: int) -> dict[str, Any]:
             "label": torch.randint(0, 25, (1, img, img), generator=g)}
 
 
+def _train_step(model: torch.nn.Module, img: int) -> Callable[[], None]:
+    """One AdamW training step of ``model`` (CE on its logits) over the 2-modality test batch."""
+    import torch.nn.functional as F
+
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
+    batch = _batch(img)
+
+    def run() -> None:
+        opt.zero_grad(set_to_none=True)
+        F.cross_entropy(model(batch)["logits"], batch["label"]).backward()
+        opt.step()
+
+    return run
+
+
 def make_frozen(spec: dict) -> Callable[[], None]:
     import torch.nn.functional as F
 
@@ -134,28 +149,16 @@ def make_merged(spec: dict) -> Callable[[], None]:
 
 
 def make_checkpointing(spec: dict) -> Callable[[], None]:
-    import torch.nn.functional as F
-
     from speed_vs_official import build_method
 
     torch.manual_seed(0)
     model = build_method(spec["method"], num_classes=25, modalities=["rgb", "depth"], backbone=spec["backbone"],
                          img_size=spec["img"]).train()
     model.set_grad_checkpointing(spec["variant"] == "on")
-    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
-    batch = _batch(spec["img"])
-
-    def run() -> None:
-        opt.zero_grad(set_to_none=True)
-        F.cross_entropy(model(batch)["logits"], batch["label"]).backward()
-        opt.step()
-
-    return run
+    return _train_step(model, spec["img"])
 
 
 def make_compile(spec: dict) -> Callable[[], None]:
-    import torch.nn.functional as F
-
     from speed_vs_official import build_method
 
     from mmsam.engine.compile import compile_encoder
@@ -168,15 +171,7 @@ def make_compile(spec: dict) -> Callable[[], None]:
 
         inductor_config.force_disable_caches = True  # a cold start: the first run compiles everything
         compile_encoder(model, scope=spec["variant"], device="cpu")
-    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
-    batch = _batch(spec["img"])
-
-    def run() -> None:
-        opt.zero_grad(set_to_none=True)
-        F.cross_entropy(model(batch)["logits"], batch["label"]).backward()
-        opt.step()
-
-    return run
+    return _train_step(model, spec["img"])
 
 
 MAKERS = {"attention": make_attention, "adamw": make_adamw, "frozen": make_frozen, "merged": make_merged,
