@@ -78,12 +78,8 @@ _CURRENT: ContextVar[ModalityLayout | None] = ContextVar("mmsam_modality_layout"
 @contextmanager
 def modality_layout(names: tuple[str, ...] | list[str], present: torch.Tensor | None = None) -> Iterator[ModalityLayout]:
     """Set the modality layout (and optionally the per-sample presence ``(M, B)``) inside the ``with`` block."""
-    layout = ModalityLayout(tuple(names), present)
-    token = _CURRENT.set(layout)
-    try:
+    with use_layout(ModalityLayout(tuple(names), present)) as layout:
         yield layout
-    finally:
-        _CURRENT.reset(token)
 
 
 @contextmanager
