@@ -7,7 +7,10 @@
 The three paths are local checkouts of https://github.com/Chenfei-Liao/MemorySAM,
 https://github.com/sstary/SSRS and https://github.com/autogluon/autogluon (put them outside this
 repository; nothing of them is copied into mmsam). A configuration whose path is not given is
-skipped. The official code is built as ``benchmarks/parity/*.py`` build it (they check that the
+skipped. The official code imports packages mmsam does not need: ``pip install einops timm
+transformers==4.38.2`` (SSRS MFNet: einops, timm; AutoGluon Conv-LoRA: transformers as AutoGluon pinned
+it). An arm that cannot be built, or whose step fails (the official MFNet decoder needs
+images of at least 128 px), is reported in one line and the other arms go on. The official code is built as ``benchmarks/parity/*.py`` build it (they check that the
 same tensors give the same outputs; this script only times).
 
 Per configuration, every *arm* (ours, official, the frozen-encoder floor, and with ``--levers``
@@ -368,7 +371,11 @@ def worker(conn: Any, spec: dict) -> None:
         cmd = conn.recv()
         if cmd == "step":
             t, c = time.perf_counter(), time.process_time()
-            step()
+            try:
+                step()
+            except Exception as e:  # e.g. the official code refusing a size: one line, the other arms go on
+                conn.send(("error", f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"))
+                return
             conn.send((time.perf_counter() - t, time.process_time() - c))
         elif cmd == "profile":
             from torch.profiler import ProfilerActivity, profile
@@ -451,16 +458,24 @@ def run_config(name: str, arms: list[tuple[str, dict]], args: argparse.Namespace
         times: dict[str, list[float]] = {k: [] for k in labels}
         cpu: dict[str, list[float]] = {k: [] for k in labels}
         first: dict[str, float] = {}
+        failed: set[str] = set()
         for r in range(args.warmup + args.repeats):
             order = labels[r % len(labels):] + labels[: r % len(labels)]  # rotate: no arm always runs first
             for label in order:
                 procs[label][1].send("step")
                 dt, dc = procs[label][1].recv()
+                if dt == "error":
+                    print(f"[{name}] {label}: its step failed: {dc}", flush=True)
+                    failed.add(label)
+                    labels.remove(label)
+                    continue
                 if r >= args.warmup:
                     times[label].append(dt)
                     cpu[label].append(dc)
                 elif r == 0:
                     first[label] = dt
+        for label in failed:
+            times.pop(label), cpu.pop(label), first.pop(label, None)
         profiles = {}
         if args.profile:
             for label in labels:
