@@ -9,8 +9,9 @@ https://github.com/sstary/SSRS and https://github.com/autogluon/autogluon (put t
 repository; nothing of them is copied into mmsam). A configuration whose path is not given is
 skipped. The official code imports packages mmsam does not need: ``pip install einops timm
 transformers==4.38.2`` (SSRS MFNet: einops, timm; AutoGluon Conv-LoRA: transformers as AutoGluon pinned
-it). An arm that cannot be built, or whose step fails (the official MFNet decoder needs
-images of at least 128 px), is reported in one line and the other arms go on. The official code is built as ``benchmarks/parity/*.py`` build it (they check that the
+it). An arm that cannot be built, or whose step fails (the official MFNet decoder fails at
+64 and 128 px; 256 px runs), is reported in one line and the other arms go on.
+The official code is built as ``benchmarks/parity/*.py`` build it (they check that the
 same tensors give the same outputs; this script only times).
 
 Per configuration, every *arm* (ours, official, the frozen-encoder floor, and with ``--levers``
