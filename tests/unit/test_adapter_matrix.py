@@ -46,7 +46,13 @@ NUM_CLASSES = {"conv_lora_sam": 2}  # its binary head: the cheapest loss
 REFUSED: dict[tuple[str, str], str] = {}
 
 
-pytestmark = pytest.mark.usefixtures("one_thread")  # tests/unit/conftest.py
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny models: thread-pool overhead dominates (and spins on a busy machine); one thread is faster."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
 
 
 def test_the_matrix_covers_every_registered_adapter_and_method():

@@ -24,7 +24,12 @@ MODS = ["rgb", "depth"]
 SIZE = 64
 
 
-pytestmark = pytest.mark.usefixtures("one_thread")  # tests/unit/conftest.py
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
 
 
 def _sam_lora(num_classes: int = 3, modalities=MODS) -> SamLoRA:

@@ -35,7 +35,12 @@ CASES = {
 }
 
 
-pytestmark = pytest.mark.usefixtures("one_thread")  # tests/unit/conftest.py
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
 
 
 def _build(case: str):
